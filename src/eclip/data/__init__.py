@@ -1,0 +1,1 @@
+"""Datasets: synthetic scenes with exact masks, the standard segmentation sets, image-text pairs."""

@@ -1,0 +1,34 @@
+"""Typed errors of eclip.
+
+Every message names the offending file or value *and* the fix, in one line, so the CLI can
+print it as is and exit non-zero.
+"""
+from __future__ import annotations
+
+
+class EclipError(Exception):
+    """Base class: any error eclip raises on purpose."""
+
+
+class ModelLoadError(EclipError):
+    """An unknown model name, a missing or corrupt checkpoint, a config that does not fit."""
+
+
+class ImageLoadError(EclipError):
+    """An image file that cannot be read or decoded."""
+
+
+class TextInputError(EclipError):
+    """An empty text, or one longer than the model's context."""
+
+
+class DatasetError(EclipError):
+    """A dataset folder that does not have the expected layout."""
+
+
+class CheckpointError(EclipError):
+    """A training checkpoint that cannot be written or resumed."""
+
+
+class MethodError(EclipError):
+    """An unknown method, or a method that does not support the given model."""
