@@ -1,0 +1,169 @@
+"""The DenseCLIP protocol: the only door through which methods reach a CLIP model.
+
+Every explanation method needs the same few things from a CLIP: text embeddings, the model's own
+pooled image embedding (its real logit), per-location image features in the joint space (the
+ITSM of Li et al. 2022, arXiv 2209.07046), and for attention-based methods the blocks' q, k, v
+and attention probabilities. Adapters provide them for open_clip ViTs and ResNets and for Hugging
+Face CLIPModel, computing everything from the wrapped model's own weights without ever editing
+the model: the user's model stays usable and its outputs unchanged.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from eclip.errors import TextInputError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+
+
+class DenseCLIP(ABC):
+    """A CLIP seen as a dense model: pooled and per-location embeddings in one joint space.
+
+    Attributes:
+        arch: "vit" or "resnet"; methods declare which they support.
+        name: how the model was named when loaded (for reports).
+        image_size: (H, W) the model was trained at; any other size works too.
+        mean, std: the model's own input normalisation.
+    """
+
+    arch: str = ""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        name: str,
+        image_size: tuple[int, int],
+        mean: Sequence[float] = OPENAI_MEAN,
+        std: Sequence[float] = OPENAI_STD,
+        context_length: int = 77,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.context_length = context_length
+        self._count_tokens = count_tokens
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    @abstractmethod
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature (already exponentiated)."""
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> int:
+        """Pixels per dense location along each side (ViT patch size; 32 for CLIP ResNets)."""
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the dense grid for an input of (height, width) pixels."""
+        return height // self.patch_size, width // self.patch_size
+
+    # ------------------------------------------------------------ preprocessing
+    def preprocess(
+        self,
+        images: Image.Image | Sequence[Image.Image],
+        size: int | tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """PIL image(s) -> (B, 3, H, W) normalised tensor on the model's device.
+
+        `size` None resizes to the model's own size with bicubic interpolation (as CLIP does,
+        ECLIP.md section 1, but without the centre crop, so maps cover the whole image); an int
+        resizes to a square; (H, W) to that size. Sizes are rounded down to a multiple of the
+        patch size so every pixel belongs to a dense location.
+        """
+        if isinstance(images, Image.Image):
+            images = [images]
+        if size is None:
+            size = self.image_size
+        elif isinstance(size, int):
+            size = (size, size)
+        h = max(self.patch_size, size[0] // self.patch_size * self.patch_size)
+        w = max(self.patch_size, size[1] // self.patch_size * self.patch_size)
+        tensors = []
+        for image in images:
+            image = image.convert("RGB").resize((w, h), Image.BICUBIC)
+            tensors.append(TF.normalize(TF.to_tensor(image), self.mean, self.std))
+        return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
+
+    # --------------------------------------------------------------- text side
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(K,) strings -> (K, context) tokens; empty and over-long texts are errors, not truncations."""
+        texts = list(texts)
+        if not texts:
+            raise TextInputError("no text given; pass at least one text, e.g. --text 'a red star'")
+        for text in texts:
+            if not text or not text.strip():
+                raise TextInputError("an empty text was given; every --text needs at least one word")
+            if self._count_tokens is not None:
+                n = self._count_tokens(text)
+                if n + 2 > self.context_length:
+                    raise TextInputError(
+                        f"text '{text[:40]}...' has {n} tokens, more than this model's context of "
+                        f"{self.context_length - 2}; shorten it"
+                    )
+        return self.tokenizer(texts).to(self.device)
+
+    @abstractmethod
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, context) tokens -> (K, D) unnormalised text embeddings."""
+
+    def encode_text(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
+        """(K,) strings -> (K, D) L2-normalised text embeddings, computed once per text."""
+        texts = list(texts)
+        missing = [t for t in dict.fromkeys(texts) if not (cache and t in self._text_cache)]
+        if missing:
+            with torch.no_grad():
+                emb = F.normalize(self._encode_tokens(self.tokenize(missing)).float(), dim=-1)
+            if not cache:
+                lookup = dict(zip(missing, emb))
+                return torch.stack([lookup[t] for t in texts])
+            for text, vector in zip(missing, emb):
+                self._text_cache[text] = vector
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    # -------------------------------------------------------------- image side
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D): the wrapped model's own pooled embedding, unnormalised."""
+        with torch.no_grad():
+            return self._native_encode_image(images)
+
+    @abstractmethod
+    def _native_encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's own image forward, called as the model's author meant it."""
+
+    @abstractmethod
+    def pooled_and_dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> pooled (B, D) and dense (B, h, w, D), both by one and the same path.
+
+        The pooled output comes out of the very computation that makes the dense features
+        (class token / mean-token query), so it equals `encode_image` exactly when the dense
+        path is right: that is the test that catches a missing projection or norm.
+        """
+
+    def dense(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, h, w, D) unnormalised per-location features in the joint space."""
+        return self.pooled_and_dense(images)[1]

@@ -1,0 +1,192 @@
+"""Open a CLIP by name or path and wrap it in the right DenseCLIP adapter.
+
+Accepted, in the order they are tried:
+- a bundled model name (`synth-vit`, `synth-rn`, ...): weights shipped inside the package, offline;
+- a path to an eclip model folder (`config.json` with format eclip-model/1 + `model.safetensors`),
+  as `eclip train` writes it;
+- a path to a Hugging Face CLIPModel folder (`config.json` with model_type "clip");
+- `hf-hub:ORG/NAME`: an open_clip model from the Hugging Face hub;
+- an open_clip model name (`ViT-B-16`, `RN50`, ...) with `pretrained` an open_clip tag
+  (`openai`, `laion2b_s34b_b88k`, ...) or a local checkpoint file (a state dict as open_clip
+  saves it), or None for random weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from eclip.errors import ModelLoadError
+from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD, DenseCLIP
+from eclip.models.folder import is_model_folder, load_model_folder
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {
+    "synth-vit": "ViT (patch 8, 96 px, class-token pooling) trained by eclip on synthetic scenes",
+    "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
+    "synth-vit-eclip": "synth-vit fine-tuned with ECLIP masked max pooling",
+    "synth-rn-eclip": "synth-rn fine-tuned with ECLIP masked max pooling",
+}
+
+
+def bundled_dir(name: str) -> Path:
+    """Where the bundled model `name` lives inside the installed package."""
+    return Path(str(resources.files("eclip") / "assets" / "models" / name))
+
+
+def bundled_models() -> dict[str, str]:
+    """Bundled model names that are present in this installation -> one-line description."""
+    return {name: text for name, text in BUNDLED.items() if is_model_folder(bundled_dir(name))}
+
+
+def wrap(model: torch.nn.Module, tokenizer, *, name: str, image_size, mean, std, context_length: int, count_tokens=None) -> DenseCLIP:
+    """The adapter that fits `model` (open_clip ViT or ResNet, or HF CLIPModel)."""
+    kwargs = dict(name=name, image_size=image_size, mean=mean, std=std, context_length=context_length, count_tokens=count_tokens)
+    if hasattr(model, "vision_model") and hasattr(model, "visual_projection"):
+        from eclip.models.hf_clip import HFCLIPViT
+
+        return HFCLIPViT(model, tokenizer, **kwargs)
+    visual = getattr(model, "visual", None)
+    if visual is not None and hasattr(visual, "attnpool"):
+        from eclip.models.open_clip_resnet import OpenClipResNet
+
+        return OpenClipResNet(model, tokenizer, **kwargs)
+    if visual is not None and hasattr(visual, "transformer") and hasattr(visual, "conv1"):
+        from eclip.models.open_clip_vit import OpenClipViT
+
+        return OpenClipViT(model, tokenizer, **kwargs)
+    raise ModelLoadError(
+        f"{name}: unsupported image tower {type(visual).__name__}; eclip supports open_clip ViT/ModifiedResNet and HF CLIPModel"
+    )
+
+
+def _simple_tokenizer(context_length: int):
+    """open_clip's BPE tokenizer (OpenAI CLIP's vocabulary, shipped with open_clip: offline)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = SimpleTokenizer(context_length=context_length)
+    return tok, (lambda text: len(tok.encode(text)))
+
+
+def _as_size(value) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        return int(value[0]), int(value[-1])
+    return int(value), int(value)
+
+
+def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None = None) -> DenseCLIP:
+    """An eclip model folder -> adapter (with its pooling head, when it has one)."""
+    model, config = load_model_folder(path, device)
+    ctx = int(config["open_clip"]["text_cfg"].get("context_length", 77))
+    tok, count = _simple_tokenizer(ctx)
+    pre = config.get("preprocess", {})
+    adapter = wrap(
+        model,
+        tok,
+        name=name or str(path),
+        image_size=_as_size(pre.get("image_size", config["open_clip"]["vision_cfg"].get("image_size", 224))),
+        mean=pre.get("mean", OPENAI_MEAN),
+        std=pre.get("std", OPENAI_STD),
+        context_length=ctx,
+        count_tokens=count,
+    )
+    adapter.config = config
+    return adapter
+
+
+def load_hf_folder(path: Path, device: str | torch.device = "cpu") -> DenseCLIP:
+    """A Hugging Face CLIPModel folder -> adapter (needs the `hf` extra)."""
+    try:
+        from transformers import CLIPModel
+    except ImportError as err:
+        raise ModelLoadError(f"{path}: a Hugging Face CLIP folder needs transformers; run `pip install eclip[hf]`") from err
+    try:
+        model = CLIPModel.from_pretrained(str(path)).to(device).eval()
+    except Exception as err:
+        raise ModelLoadError(f"{path}: could not load as a Hugging Face CLIPModel ({err})") from err
+    vcfg = model.config.vision_config
+    ctx = int(model.config.text_config.max_position_embeddings)
+    tokenizer, count = _hf_tokenizer(path, ctx)
+    return wrap(model, tokenizer, name=str(path), image_size=_as_size(vcfg.image_size), mean=OPENAI_MEAN, std=OPENAI_STD,
+                context_length=ctx, count_tokens=count)
+
+
+def _hf_tokenizer(path: Path, ctx: int):
+    """The folder's own tokenizer if it has one, else OpenAI CLIP's BPE (the same vocabulary)."""
+    if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
+        from transformers import CLIPTokenizer
+
+        hf = CLIPTokenizer.from_pretrained(str(path))
+
+        def tokenize(texts):
+            return hf(list(texts), padding="max_length", max_length=ctx, truncation=True, return_tensors="pt")["input_ids"]
+
+        return tokenize, (lambda text: len(hf(text)["input_ids"]) - 2)
+    return _simple_tokenizer(ctx)
+
+
+def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu") -> DenseCLIP:
+    """An open_clip model name (or hf-hub: id) with a tag or local checkpoint -> adapter."""
+    import open_clip
+
+    known = set(open_clip.list_models())
+    if not name.startswith("hf-hub:") and name not in known:
+        close = [m for m in sorted(known) if name.lower().replace("/", "-") in m.lower()][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelLoadError(
+            f"unknown model '{name}'{hint}; use a bundled name ({', '.join(BUNDLED)}), an open_clip name "
+            "(`python -c 'import open_clip; print(open_clip.list_models())'`), hf-hub:ORG/NAME, or a model folder"
+        )
+    if pretrained and not name.startswith("hf-hub:") and ("/" in pretrained or Path(pretrained).suffix):
+        if not Path(pretrained).is_file():
+            raise ModelLoadError(f"checkpoint file {pretrained} does not exist; give an existing file or an open_clip tag")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    except Exception as err:
+        raise ModelLoadError(
+            f"could not load {name} with pretrained={pretrained!r} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "check the tag (`open_clip.list_pretrained()`), that the file is an open_clip state dict for this model, "
+            "or that the weights are downloaded"
+        ) from err
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    ctx = int(getattr(model, "context_length", 77) or 77)
+    count = None
+    inner = getattr(tokenizer, "encode", None)
+    if callable(inner):
+        count = lambda text: len(tokenizer.encode(text))  # noqa: E731
+    image_size = _as_size(getattr(model.visual, "image_size", 224))
+    mean = getattr(model.visual, "image_mean", None) or OPENAI_MEAN
+    std = getattr(model.visual, "image_std", None) or OPENAI_STD
+    label = f"{name}:{pretrained}" if pretrained else name
+    return wrap(model, tokenizer, name=label, image_size=image_size, mean=mean, std=std, context_length=ctx, count_tokens=count)
+
+
+def load_model(name: str = "synth-vit", pretrained: str | None = None, device: str | torch.device = "cpu") -> DenseCLIP:
+    """Open any supported CLIP (see the module docstring) and return its DenseCLIP adapter."""
+    if name in BUNDLED:
+        folder = bundled_dir(name)
+        if not is_model_folder(folder):
+            raise ModelLoadError(f"bundled model '{name}' is not in this installation ({folder}); reinstall eclip")
+        return load_folder(folder, device, name=name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if is_model_folder(path):
+            return load_folder(path, device)
+        config = path / "config.json"
+        if path.is_dir() and config.is_file():
+            try:
+                model_type = json.loads(config.read_text()).get("model_type")
+            except ValueError as err:
+                raise ModelLoadError(f"{config}: not valid JSON ({err}); repair or re-download the folder") from err
+            if model_type == "clip":
+                return load_hf_folder(path, device)
+        raise ModelLoadError(
+            f"{path}: not a model folder (expected an eclip folder with config.json + model.safetensors, "
+            "or a Hugging Face CLIP folder); for an open_clip checkpoint file pass --model NAME --pretrained FILE"
+        )
+    return load_open_clip(name, pretrained, device)

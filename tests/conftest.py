@@ -1,0 +1,61 @@
+"""Tiny, seeded CLIPs built in memory: every test runs offline in seconds."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eclip.models.loading import _simple_tokenizer, wrap
+
+TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+VIT_CFG = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16}
+RN_CFG = {"image_size": 96, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32}
+
+
+def make_open_clip(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A random-weight open_clip CLIP small enough for unit tests."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    vision = VIT_CFG if arch == "vit" else RN_CFG
+    model = CLIP(embed_dim=24, vision_cfg=dict(vision), text_cfg=dict(TEXT_CFG))
+    if arch == "resnet":  # random BN statistics, so a mistake in the stem would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        with torch.no_grad():  # sharpen the pool's attention: at random init it is nearly uniform
+            model.visual.attnpool.q_proj.weight.mul_(6.0)
+            model.visual.attnpool.k_proj.weight.mul_(6.0)
+    return model.eval()
+
+
+def make_adapter(arch: str, seed: int = 0, model: torch.nn.Module | None = None):
+    """The DenseCLIP adapter of a tiny model."""
+    model = model if model is not None else make_open_clip(arch, seed)
+    tok, count = _simple_tokenizer(TEXT_CFG["context_length"])
+    size = VIT_CFG["image_size"] if arch == "vit" else RN_CFG["image_size"]
+    return wrap(model, tok, name=f"tiny-{arch}", image_size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                context_length=TEXT_CFG["context_length"], count_tokens=count)
+
+
+@pytest.fixture(params=["vit", "resnet"])
+def adapter(request):
+    """A tiny adapter of each architecture."""
+    return make_adapter(request.param)
+
+
+@pytest.fixture
+def vit_adapter():
+    return make_adapter("vit")
+
+
+@pytest.fixture
+def rn_adapter():
+    return make_adapter("resnet")
+
+
+def random_images(adapter, batch: int = 2, size: tuple[int, int] | None = None, seed: int = 0) -> torch.Tensor:
+    """(B, 3, H, W) seeded random images at the adapter's size (or `size`)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size or adapter.image_size
+    return torch.randn(batch, 3, h, w, generator=g)
