@@ -6,7 +6,7 @@ re-normalise. ECLIP's text embeddings are built the same way.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

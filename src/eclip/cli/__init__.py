@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from eclip.cli.app import app
-from eclip.errors import EclipError
-
 # Each verb lives in its own module and registers itself on `app` when imported.
 from eclip.cli import listing  # noqa: F401,E402
+from eclip.cli.app import app
+from eclip.errors import EclipError
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ Shape follows pytorch-grad-cam's `BaseCAM`: the pipeline in the base, one small 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +69,7 @@ class Method(ABC):
 
     def explain(
         self,
-        model: "DenseCLIP",
+        model: DenseCLIP,
         images: torch.Tensor,
         texts: Sequence[str] | torch.Tensor,
         text_labels: Sequence[str] | None = None,
@@ -103,7 +104,7 @@ class Method(ABC):
         return Maps(scores=scores, raw=raw, texts=labels)
 
     @abstractmethod
-    def raw_maps(self, model: "DenseCLIP", images: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    def raw_maps(self, model: DenseCLIP, images: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images and (K, D) normalised text features -> (B, K, h, w) raw maps."""
 
 

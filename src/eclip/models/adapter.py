@@ -10,7 +10,7 @@ the model: the user's model stays usable and its outputs unchanged.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

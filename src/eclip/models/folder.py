@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,22 +44,34 @@ def build_open_clip(config: dict[str, Any]) -> torch.nn.Module:
 
 
 def save_model_folder(path: Path, model: torch.nn.Module, config: dict[str, Any], half: bool = False) -> Path:
-    """Write `model`'s weights and `config` to the folder `path`, atomically (temp folder, then rename)."""
+    """Write `model`'s weights and `config` into the folder `path`.
+
+    Each file is written to a temporary name and renamed into place (weights first, config
+    last), so a crash never leaves a truncated file, and other files in the folder (a training
+    state, a recipe) are left alone. `half` stores floats as float16 (bundled models: half the size).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_NAME))
-    (tmp / CONFIG_NAME).write_text(json.dumps({**config, "format": FORMAT}, indent=2))
-    if path.exists():  # swap in the new folder, then drop the old one: never a half-written model
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
-        old.rmdir()
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp)))
+    text = json.dumps({**config, "format": FORMAT}, indent=2)
+    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
     return path
+
+
+def atomic_write(target: Path, write) -> None:
+    """Call `write(tmp_path)` then rename the temporary file onto `target` (atomic on POSIX)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_model_folder(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
