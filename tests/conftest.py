@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eclip.models.loading import _simple_tokenizer, wrap
+from eclip.models.loading import simple_tokenizer, wrap
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VIT_CFG = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16}
@@ -32,7 +32,7 @@ def make_open_clip(arch: str, seed: int = 0) -> torch.nn.Module:
 def make_adapter(arch: str, seed: int = 0, model: torch.nn.Module | None = None):
     """The DenseCLIP adapter of a tiny model."""
     model = model if model is not None else make_open_clip(arch, seed)
-    tok, count = _simple_tokenizer(TEXT_CFG["context_length"])
+    tok, count = simple_tokenizer(TEXT_CFG["context_length"])
     size = VIT_CFG["image_size"] if arch == "vit" else RN_CFG["image_size"]
     return wrap(model, tok, name=f"tiny-{arch}", image_size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                 context_length=TEXT_CFG["context_length"], count_tokens=count)

@@ -95,3 +95,19 @@ def load_model_folder(path: Path, device: str | torch.device = "cpu") -> tuple[t
             "the folder's config.json and model.safetensors come from different models"
         )
     return model.to(device).eval(), config
+
+
+def architecture_config(name_or_path: str) -> dict[str, Any]:
+    """A model config to train from scratch: a name under `eclip/models/configs/` or a JSON file."""
+    from importlib import resources
+
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = Path(str(resources.files("eclip") / "models" / "configs" / f"{name_or_path}.json"))
+    if not path.is_file():
+        names = sorted(p.name[:-5] for p in (resources.files("eclip") / "models" / "configs").iterdir() if p.name.endswith(".json"))
+        raise ModelLoadError(f"unknown model config '{name_or_path}'; use one of {', '.join(names)} or a JSON file path")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err

@@ -64,7 +64,7 @@ def wrap(model: torch.nn.Module, tokenizer, *, name: str, image_size, mean, std,
     )
 
 
-def _simple_tokenizer(context_length: int):
+def simple_tokenizer(context_length: int):
     """open_clip's BPE tokenizer (OpenAI CLIP's vocabulary, shipped with open_clip: offline)."""
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -82,7 +82,7 @@ def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None
     """An eclip model folder -> adapter (with its pooling head, when it has one)."""
     model, config = load_model_folder(path, device)
     ctx = int(config["open_clip"]["text_cfg"].get("context_length", 77))
-    tok, count = _simple_tokenizer(ctx)
+    tok, count = simple_tokenizer(ctx)
     pre = config.get("preprocess", {})
     adapter = wrap(
         model,
@@ -126,7 +126,7 @@ def _hf_tokenizer(path: Path, ctx: int):
             return hf(list(texts), padding="max_length", max_length=ctx, truncation=True, return_tensors="pt")["input_ids"]
 
         return tokenize, (lambda text: len(hf(text)["input_ids"]) - 2)
-    return _simple_tokenizer(ctx)
+    return simple_tokenizer(ctx)
 
 
 def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu") -> DenseCLIP:

@@ -1,0 +1,97 @@
+"""`eclip explain`: heat maps of where a CLIP looks for each text, per image."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from eclip.cli.app import app
+
+
+def sample_images() -> list[Path]:
+    """The sample scenes shipped with the package (the default input)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("eclip") / "assets" / "samples"))
+    return sorted(folder.glob("*.png"))
+
+
+def default_texts(model_name: str) -> list[str]:
+    """With no --text, the synthetic shape classes for the bundled models; others need --text."""
+    from eclip.data.synthetic import CLASSNAMES
+    from eclip.errors import TextInputError
+    from eclip.models.loading import BUNDLED
+
+    if model_name in BUNDLED:
+        return list(CLASSNAMES)
+    raise TextInputError("no --text given; name what to look for, e.g. --text 'a cat' --text 'a dog'")
+
+
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output names: the file stem, made unique with _1, _2 when two inputs share a stem."""
+    seen: dict[str, int] = {}
+    names = {}
+    for path in paths:
+        stem = path.stem
+        count = seen.get(stem, 0)
+        names[path] = stem if count == 0 else f"{stem}_{count}"
+        seen[stem] = count + 1
+    return names
+
+
+@app.command("explain")
+def explain_command(
+    inputs: list[Path] = typer.Argument(None, help="Images or folders of images (default: the bundled sample scenes)."),
+    text: list[str] = typer.Option(None, "--text", "-t", help="A text to explain; repeat for several (default: the shape classes)."),
+    model: str = typer.Option("synth-vit", "--model", "-m", help="Bundled name, open_clip name, hf-hub:ID or model folder."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag, or a local open_clip checkpoint file."),
+    method: str = typer.Option("itsm", "--method", help="Explanation method (see `eclip methods`)."),
+    template: str = typer.Option(None, "--template", help="Prompt template with {} (or a set: single, seven, imagenet)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 80 CLIP ImageNet templates per text."),
+    out: Path = typer.Option(Path("eclip-out"), "--out", "-o", help="Output folder."),
+    size: int = typer.Option(None, "--size", help="Resize images to SIZE x SIZE before the model (default: the model's size)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores)."""
+    from tqdm import tqdm
+
+    from eclip.data.images import iter_image_files
+    from eclip.explain import Explained, explain_files
+    from eclip.methods.base import get_method
+    from eclip.models.loading import load_model
+    from eclip.prompts import IMAGENET, encode_prompts
+    from eclip.report.overlay import overlay_panels
+
+    adapter = load_model(model, pretrained, device=device)
+    texts = list(text) if text else default_texts(model)
+    templates = IMAGENET if ensemble else template
+    features = encode_prompts(adapter, texts, templates)
+    explainer = get_method(method)
+    paths = iter_image_files(list(inputs) if inputs else sample_images(), recursive=recursive)
+    names = unique_stems(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size),
+                       total=len(paths), desc="explain", unit="image", file=sys.stderr):
+        if not isinstance(result, Explained):
+            failed += 1
+            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
+            continue
+        stem = names[result.path]
+        np.save(out / f"{stem}.npy", result.maps)
+        titles = [f"{t}\ncos {c:.3f} · p {p:.2f}" for t, c, p in zip(texts, result.cosine, result.probability)]
+        overlay_panels(result.image, result.maps, titles, out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
+        record = {
+            "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
+            "scores": {t: {"cosine": round(float(c), 6), "probability": round(float(p), 6)}
+                       for t, c, p in zip(texts, result.cosine, result.probability)},
+        }
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")
+    if failed:
+        raise typer.Exit(code=1)

@@ -1,0 +1,1 @@
+"""Overlays, figures and tables made from maps and metrics (PNG / HTML / JSON / CSV)."""

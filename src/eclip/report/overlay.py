@@ -1,0 +1,50 @@
+"""Heat-map overlays: the image, then one panel per text with its map, text and score."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def overlay_panels(
+    image: Image.Image,
+    maps: np.ndarray,
+    titles: Sequence[str],
+    out: Path,
+    *,
+    columns: int = 5,
+    alpha: float = 0.5,
+    suptitle: str | None = None,
+) -> Path:
+    """Write a PNG: the image, then each (H, W) map in [0, 1] of `maps` (K, H, W) over it.
+
+    Panels are laid out in rows of `columns`; each map panel carries its title (text and score).
+    """
+    k = len(maps)
+    cols = min(columns, k + 1)
+    rows = int(np.ceil((k + 1) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    rgb = np.asarray(image.convert("RGB"))
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(rgb)
+    axes.flat[0].set_title("image", fontsize=9)
+    for i, (heat, title) in enumerate(zip(maps, titles), start=1):
+        ax = axes.flat[i]
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+        ax.set_title(title, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
