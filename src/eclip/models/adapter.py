@@ -9,8 +9,10 @@ the model: the user's model stays usable and its outputs unchanged.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,9 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from eclip.errors import TextInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eclip.models.pooling import PoolingConfig
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -33,9 +38,20 @@ class DenseCLIP(ABC):
         name: how the model was named when loaded (for reports).
         image_size: (H, W) the model was trained at; any other size works too.
         mean, std: the model's own input normalisation.
+        pooling: the pooling head (`eclip.models.pooling`); None is the model's own pooling.
+            An ECLIP head (avg / max / masked_max) makes `encode_image` and the pooled output of
+            `pooled_and_dense` come from the dense features, so the map and the logit agree.
     """
 
     arch: str = ""
+    pooling: PoolingConfig | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every adapter's `pooled_and_dense` returns its pooling head's output (see `_with_head`)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("pooled_and_dense")
+        if own is not None and not getattr(own, "_applies_head", False):
+            cls.pooled_and_dense = _with_head(own)
 
     def __init__(
         self,
@@ -147,9 +163,15 @@ class DenseCLIP(ABC):
 
     # -------------------------------------------------------------- image side
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D): the wrapped model's own pooled embedding, unnormalised."""
+        """(B, 3, H, W) -> (B, D): the model's pooled embedding, unnormalised.
+
+        With the original pooling this is the wrapped model's own output; with an ECLIP head
+        (avg / max / masked_max, Li et al. 2022) it is that head applied to `dense(images)`.
+        """
         with torch.no_grad():
-            return self._native_encode_image(images)
+            if self.pooling is None or self.pooling.is_native:
+                return self._native_encode_image(images)
+            return self.pooled_and_dense(images)[0]
 
     @abstractmethod
     def _native_encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -167,3 +189,23 @@ class DenseCLIP(ABC):
     def dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, h, w, D) unnormalised per-location features in the joint space."""
         return self.pooled_and_dense(images)[1]
+
+
+def _with_head(native_pass: Callable) -> Callable:
+    """Wrap an adapter's own `pooled_and_dense` so that its pooled output is the pooling head's.
+
+    Applying a head twice gives the same result (it reads only the dense features, or returns the
+    native output), so a subclass that calls `super().pooled_and_dense` stays correct.
+    """
+
+    @functools.wraps(native_pass)
+    def pooled_and_dense(self: DenseCLIP, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, dense = native_pass(self, images)
+        if self.pooling is not None and not self.pooling.is_native:
+            from eclip.models.pooling import pool
+
+            pooled = pool(self.pooling, dense, native=pooled)
+        return pooled, dense
+
+    pooled_and_dense._applies_head = True
+    return pooled_and_dense

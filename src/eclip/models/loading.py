@@ -95,6 +95,10 @@ def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None
         count_tokens=count,
     )
     adapter.config = config
+    if config.get("pooling"):
+        from eclip.models.pooling import PoolingConfig
+
+        adapter.pooling = PoolingConfig.from_json(config["pooling"])
     return adapter
 
 
