@@ -5,6 +5,12 @@ scratch on synthetic scenes) and ECLIP fine-tuning (a different pooling head, a 
 trainable parameters): what differs is passed in (`image_embedder`, `trainable`), not copied.
 AdamW with decoupled weight decay (none on gains, biases and embeddings), linear warm-up then
 cosine decay, seeded, with atomic checkpoints every `checkpoint_every` steps and exact resume.
+
+Distributed data parallel (under `torchrun`, once `torch.distributed` is initialised): each rank
+takes its slice of the global batch, image and text features are all-gathered *with* gradients
+(`torch.distributed.nn.functional.all_gather`), so every rank computes the loss of the whole
+global batch, exactly the single-process loss; gradients are then averaged over ranks (what DDP
+does), which gives exactly the single-process gradient, and rank 0 alone writes checkpoints.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eclip.data.pairs import PairSource
+from eclip.data.pairs import PairSource, batch_part
 from eclip.errors import CheckpointError
 from eclip.models.folder import save_model_folder
 from eclip.train.checkpoint import load_state, restore_rng, save_state
@@ -85,6 +92,60 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, or (0, 1) outside torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(n, D) per rank -> (world * n, D) in rank order, differentiable (identity outside DDP)."""
+    if world()[1] == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    with warnings.catch_warnings():  # deprecated in favour of a private API; its maths is what we need
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x), dim=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of `params` over ranks in one flat all-reduce (missing grads count as 0)."""
+    import torch.distributed as dist
+
+    size = world()[1]
+    if size == 1 or not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> None:
+    """Put BatchNorm layers in eval mode: fine-tuning keeps their running statistics (and DDP stays exact)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def to_model_input(images: torch.Tensor, size: tuple[int, int], mean, std) -> torch.Tensor:
     """(N, 3, h, w) in [0, 1] -> (N, 3, H, W) resized (bicubic) and normalised as the model expects."""
     if tuple(images.shape[-2:]) != tuple(size):
@@ -107,6 +168,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    batchnorm_eval: bool = False,
 ) -> TrainResult:
     """Train `model` contrastively on `source`; write checkpoints and the model folder to `out`.
 
@@ -115,8 +177,15 @@ def train(
             with the weights so the output loads by path.
         resume: continue from `out/train_state.pt`; without it an existing state is an error.
         stop_after: end this call after that many steps (the schedule still spans `settings.steps`).
+        batchnorm_eval: keep BatchNorm statistics frozen (fine-tuning a ResNet).
+    Under torchrun `settings.batch_size` is the global batch; it must divide by the world size.
     """
     out = Path(out)
+    rank, size = world()
+    if settings.batch_size % size:
+        raise CheckpointError(f"--batch-size {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
+    local = settings.batch_size // size
+    device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     pre = model_config["preprocess"]
     size = (pre["image_size"], pre["image_size"]) if isinstance(pre["image_size"], int) else tuple(pre["image_size"])
@@ -137,23 +206,29 @@ def train(
     record = {**model_config, "training": {**asdict(settings)}}
 
     def checkpoint(step: int) -> None:
-        save_model_folder(out, model, record)
-        save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "step": step, "losses": losses})
+        if rank == 0:
+            save_model_folder(out, model, record)
+            save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses})
+        barrier()
 
     model.train()
+    if batchnorm_eval:
+        freeze_batchnorm(model)
+    trained = [p for p in model.parameters() if p.requires_grad]
     began = time.time()
-    bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress, desc="train", unit="step")
+    bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
-        images, captions = source.batch(step, settings.batch_size)
-        x = to_model_input(images, size, pre["mean"], pre["std"])
-        img = F.normalize(image_embedder(model, x), dim=-1)
-        txt = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+        images, captions = batch_part(source, step, settings.batch_size, rank * local, (rank + 1) * local)
+        x = to_model_input(images, size, pre["mean"], pre["std"]).to(device)
+        img = gather_with_grad(F.normalize(image_embedder(model, x), dim=-1))
+        txt = gather_with_grad(F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1))
         loss = clip_loss(img, txt, model.logit_scale.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(trained)
         if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, settings.grad_clip)
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
@@ -165,5 +240,6 @@ def train(
     model.eval()
     if start == end and not (out / "config.json").exists():
         checkpoint(end)
-    (out / "losses.json").write_text(json.dumps(losses))
+    if rank == 0:
+        (out / "losses.json").write_text(json.dumps(losses))
     return TrainResult(out=out, losses=losses, steps_done=end, seconds=time.time() - began)
