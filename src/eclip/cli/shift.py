@@ -1,0 +1,87 @@
+"""`eclip shift`: the semantic-shift report of one or more models on a dataset with masks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from eclip.cli.app import app
+
+
+def open_samples(data: Path | None, n: int, seed: int, scene_size: int):
+    """(samples, classnames, description): a dataset folder, or `n` held-out synthetic scenes of `seed`."""
+    from eclip.data.synthetic import CLASSNAMES
+    from eclip.shift import synthetic_samples
+
+    if data is None:
+        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px"
+    try:
+        from eclip.data.registry import open_dataset
+    except ImportError:
+        from eclip.data.synthetic import SyntheticDataset as open_dataset
+    dataset = open_dataset(data)
+    samples = []
+    for sample in dataset:
+        samples.append(sample)
+        if n and len(samples) >= n:
+            break
+    classnames = list(getattr(dataset, "classnames", None) or CLASSNAMES)
+    return samples, classnames, f"{len(samples)} images of {data}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of {model, method, metrics...} -> a Markdown table (percentages for rates)."""
+    lines = ["| model | map | inverted | mSC | fg IoU (thr) | pointing | zero-shot |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {100 * r['inverted_rate']:.1f}% | {r['score_contrast']:+.3f} | "
+                     f"{r['fg_iou']:.3f} ({r['threshold']:.2f}) | {100 * r['pointing']:.1f}% | {100 * r['zero_shot']:.1f}% |")
+    return "\n".join(lines)
+
+
+@app.command("shift")
+def shift_command(
+    data: Path = typer.Argument(None, help="A dataset folder with masks (`eclip synth` writes one); default: held-out synthetic scenes."),
+    model: list[str] = typer.Option(["synth-vit"], "--model", "-m",
+                                    help="Model(s) to compare, e.g. --model synth-vit --model synth-vit-eclip."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip names."),
+    method: list[str] = typer.Option(["itsm", "free_attention"], "--method", help="Maps to measure (see `eclip methods`)."),
+    n: int = typer.Option(300, "--n", help="Images to use (0: all of DATA)."),
+    seed: int = typer.Option(4242, "--seed", help="Seed of the held-out synthetic scenes (training used --data-seed 1000)."),
+    scene_size: int = typer.Option(96, "--scene-size", help="Pixels per side of the held-out synthetic scenes."),
+    template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
+    figure: int = typer.Option(6, "--figure", help="Rows of the before/after figure (0: none)."),
+    out: Path = typer.Option(Path("eclip-shift"), "--out", "-o", help="Output folder: shift.json, shift.md, shift.png."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Inverted rate and mean score contrast of each model's maps (ITSM by default) next to the free attention.
+
+    Per (image, class present) the map is min-max normalised; inverted = mean inside the class
+    mask lower than outside; score contrast = mean inside - mean outside (negative: the map
+    prefers the background, ECLIP's "opposite visualization"). Also: foreground IoU at the best
+    threshold, pointing game, and zero-shot accuracy of each model's own embedding.
+    """
+    from eclip.methods.base import get_method
+    from eclip.models.loading import load_model
+    from eclip.shift import measure, shift_figure
+
+    samples, classnames, described = open_samples(data, n, seed, scene_size)
+    methods = {name: get_method(name) for name in method}
+    models = {name: load_model(name, pretrained, device=device) for name in model}
+    rows = []
+    for name, adapter in models.items():
+        result = measure(adapter, methods, samples, classnames, template, batch_size=batch_size)
+        rows += [{"model": name, "method": m, **result[m], "zero_shot": result["zero_shot"]["top1"]} for m in methods]
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows)
+    (out / "shift.json").write_text(json.dumps({"data": described, "classnames": classnames, "rows": rows}, indent=2))
+    (out / "shift.md").write_text(f"Semantic shift on {described}\n\n{table}\n")
+    if figure:
+        first = next(iter(methods))
+        panels = [(f"{name} · {first}", adapter, methods[first]) for name, adapter in models.items()]
+        if "free_attention" in methods and first != "free_attention":
+            name, adapter = next(iter(models.items()))
+            panels.append((f"{name} · free attention", adapter, methods["free_attention"]))
+        shift_figure(samples[:figure], panels, classnames, out / "shift.png", template)
+    typer.echo(f"Semantic shift on {described}\n{table}\nwrote {out}/shift.json, shift.md" + (", shift.png" if figure else ""))
