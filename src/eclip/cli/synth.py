@@ -1,0 +1,39 @@
+"""`eclip synth`: write a folder of synthetic scenes with exact masks and captions (the offline benchmark)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from eclip.cli.app import app
+
+
+@app.command("synth")
+def synth_command(
+    out: Path = typer.Argument(..., help="Output folder (new, empty, or an earlier synthetic dataset to overwrite)."),
+    n: int = typer.Option(200, "--n", min=1, help="Number of scenes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed; scene i uses a seed derived from (SEED, i), so seeds never overlap."),
+    size: int = typer.Option(96, "--size", min=16, help="Pixels per side."),
+    min_objects: int = typer.Option(1, "--min-objects", min=1, help="Objects per scene, at least."),
+    max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
+    clutter: int = typer.Option(4, "--clutter", min=0, help="Distractor marks (lines, dots) per scene, at most; 0 for none."),
+) -> None:
+    """Write OUT/images, OUT/masks (class index), OUT/instances, OUT/annotations.json and OUT/meta.json.
+
+    Read it back with `eclip.data.synthetic.SyntheticDataset(OUT)`; masks are exact, captions name
+    every object ("a red star next to a blue circle") and the background.
+    """
+    from tqdm import tqdm
+
+    from eclip.data.synthetic import SceneConfig, write_dataset
+
+    config = SceneConfig(image_size=size, min_objects=min(min_objects, max_objects), max_objects=max_objects,
+                         max_clutter=clutter)
+    start = time.perf_counter()
+    with tqdm(total=n, desc="synth", unit="scene", file=sys.stderr) as bar:
+        write_dataset(out, n, seed, config, progress=bar.update)
+    seconds = time.perf_counter() - start
+    typer.echo(f"wrote {n} scenes ({size}x{size} px, {config.min_objects}-{max_objects} objects, seed {seed}) "
+               f"to {out} in {seconds:.1f} s")
