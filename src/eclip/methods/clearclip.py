@@ -1,0 +1,40 @@
+"""ClearCLIP (Lan, Chen, Chen, Wu, Loy 2024, "Decomposing CLIP representations for dense
+vision-language inference", arXiv 2407.12442).
+
+ClearCLIP finds that the noise in CLIP's dense features comes mostly from the residual connection
+of the last block, and that its FFN contributes little. Its last block keeps only the attention
+output, with query-query attention softmax(s q q^T): out_proj(softmax(s q q^T) v), no residual,
+no FFN; then the final norm and the projection. One forward for any number of texts.
+"""
+from __future__ import annotations
+
+import torch
+
+from eclip.methods.base import Method, register
+from eclip.methods.itsm import similarity_map
+from eclip.methods.vit_paths import last_block_dense, self_attention
+
+
+def query_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, heads, T, d) q -> (B, heads, T, T) softmax(s q q^T), s = d^-0.5."""
+    return self_attention(q, q.shape[-1] ** -0.5)
+
+
+@register
+class ClearCLIP(Method):
+    """Last block reduced to its q-q attention output (no residual, no FFN); cosine with texts."""
+
+    name = "clearclip"
+    paper = "ClearCLIP: Lan et al. 2024, arXiv 2407.12442"
+    archs = frozenset({"vit"})
+
+    def __init__(self, residual: bool = False, ffn: bool = False) -> None:
+        self.residual = residual
+        self.ffn = ffn
+
+    def dense(self, model, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, h, w, D)."""
+        return last_block_dense(model, images, query_query_attention, residual=self.residual, ffn=self.ffn)
+
+    def raw_maps(self, model, images, text_features):
+        return similarity_map(self.dense(model, images), text_features)

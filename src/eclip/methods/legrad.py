@@ -1,0 +1,69 @@
+"""LeGrad (Bousselham, Boggust, Chaybouti, Strobelt, Kuehne 2024, arXiv 2404.03214).
+
+"An explainability method for vision transformers via feature formation sensitivity": for each
+block l from a starting depth on, the block's output tokens are pooled (mean over all tokens, as
+the authors' open_clip wrapper does), passed through the final norm and projection, and scored
+against the text: s_l = cos(proj(ln_post(mean(z_l))), t). The gradient of s_l with respect to
+that block's own attention probabilities A_l is clipped at 0, averaged over heads and over query
+tokens, and its patch columns form the layer's map; the maps of all layers are summed.
+
+dS_l/dA_l only flows through block l's own tail (A_l v, out_proj, residual, FFN, head): each
+layer's attention is made a separate leaf on the K-fold replicated batch, so ONE backward of
+sum_l sum_k s_l gives every layer's and every text's gradient. ViT only.
+"""
+from __future__ import annotations
+
+import torch
+
+from eclip.methods.base import Method, register
+from eclip.methods.scoring import own_scores, replicate, split_replicas, text_chunks
+from eclip.methods.vit_paths import attend, resolve_layer, tokens_before
+
+
+def legrad_layer_map(grad: torch.Tensor) -> torch.Tensor:
+    """(N, heads, T, T) dS/dA -> (N, T - 1): relu, mean over heads and query rows, patch columns."""
+    return torch.relu(grad.float()).mean(dim=1).mean(dim=1)[:, 1:]
+
+
+@register
+class LeGrad(Method):
+    """Per-layer gradients of the layer's own image-text score w.r.t. its attention, summed over layers."""
+
+    name = "legrad"
+    paper = "LeGrad: Bousselham et al. 2024, arXiv 2404.03214"
+    archs = frozenset({"vit"})
+    needs_grad = True
+
+    def __init__(self, layer_index: int = -2, text_batch: int | None = None) -> None:
+        """`layer_index`: first block used (-2 = the last two, the authors' wrapper default; 0 = all)."""
+        self.layer_index = layer_index
+        self.text_batch = text_batch
+
+    def raw_maps(self, model, images, text_features):
+        start = resolve_layer(self.layer_index, model.num_layers)
+        with torch.no_grad():
+            x = tokens_before(model, images, start)
+            layers = []  # (block, its input tokens, its attention probabilities, its values)
+            for block in model.blocks[start:]:
+                q, k, v = block.qkv(block.ln_1(x))
+                scale = q.shape[-1] ** -0.5
+                attn = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+                layers.append((block, x, attn, v))
+                y = x + block.ls_1(attend(block, attn, v))
+                x = y + block.ls_2(block.mlp(block.ln_2(y)))
+        maps = []
+        for chunk in text_chunks(len(text_features), self.text_batch):
+            texts = text_features[chunk]
+            leaves, score = [], 0.0
+            for block, x_in, attn, v in layers:
+                a = replicate(attn, len(texts)).requires_grad_(True)
+                y = replicate(x_in, len(texts)) + block.ls_1(attend(block, a, replicate(v, len(texts))))
+                y = y + block.ls_2(block.mlp(block.ln_2(y)))
+                pooled = model.head(y.mean(dim=1, keepdim=True))[:, 0]
+                score = score + own_scores(pooled, texts).sum()
+                leaves.append(a)
+            grads = torch.autograd.grad(score, leaves)
+            total = sum(legrad_layer_map(g) for g in grads)
+            maps.append(split_replicas(total, len(texts)))
+        h, w = model.grid_size(*images.shape[-2:])
+        return torch.cat(maps, dim=1).reshape(images.shape[0], len(text_features), h, w)

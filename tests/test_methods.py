@@ -1,0 +1,534 @@
+"""Baseline explanation methods: invariants for all, and a by-hand check of each method's formula.
+
+The by-hand versions below use open_clip's own modules (blocks, attention pool, final norm,
+projection) directly, not the adapter's helpers, so they catch a wrong formula as well as wrong
+plumbing. All models are the tiny seeded CLIPs of conftest.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
+
+import eclip.methods.catalogue  # noqa: F401  (first: registration order is the listing order)
+from eclip.errors import MethodError
+from eclip.methods.base import available_methods, get_method
+from eclip.methods.naclip import neighbourhood_prior
+from eclip.methods.rise import generate_masks, rise_saliency
+from eclip.methods.rollout import attention_rollout
+from eclip.methods.surgery import feature_surgery
+
+MINE = ["gradcam", "chefer", "rollout", "rise", "maskclip", "surgery", "sclip", "clearclip", "naclip", "gem",
+        "grad_eclip", "legrad"]
+GRADIENT = ["gradcam", "chefer", "grad_eclip", "legrad"]
+DENSE = ["maskclip", "surgery", "sclip", "clearclip", "naclip", "gem"]
+TEXTS = ["a red star", "a blue circle", "two shapes on stripes"]
+OPTIONS = {"rise": {"n_masks": 40}}
+
+
+def supported(names):
+    methods = available_methods()
+    return [(arch, name) for name in names for arch in ("vit", "resnet") if arch in methods[name].archs]
+
+
+def method(name, **extra):
+    return get_method(name, **{**OPTIONS.get(name, {}), **extra})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster than two contending ones on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adapters():
+    return {"vit": make_adapter("vit"), "resnet": make_adapter("resnet")}
+
+
+def raw(adapter, name, texts=TEXTS, images=None, **extra):
+    images = random_images(adapter) if images is None else images
+    return method(name, **extra).explain(adapter, images, texts).raw
+
+
+def split_heads(z: torch.Tensor, heads: int) -> torch.Tensor:
+    b, t, c = z.shape
+    return z.reshape(b, t, heads, c // heads).transpose(1, 2)
+
+
+def merge(z: torch.Tensor) -> torch.Tensor:
+    b, h, t, d = z.shape
+    return z.transpose(1, 2).reshape(b, t, h * d)
+
+
+def qkv(block, x):
+    """open_clip block -> q, k, v (B, heads, T, d) of its attention on ln_1(x)."""
+    q, k, v = F.linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, dim=-1)
+    return tuple(split_heads(z, block.attn.num_heads) for z in (q, k, v))
+
+
+def cos_maps(dense_tokens: torch.Tensor, adapter, texts=TEXTS) -> torch.Tensor:
+    """(B, h*w, D) features -> (B, K, h, w) cosine with the texts."""
+    h, w = adapter.grid_size(*adapter.image_size)
+    t = adapter.encode_text(texts)
+    sim = F.normalize(dense_tokens, dim=-1) @ t.T
+    return sim.transpose(1, 2).reshape(sim.shape[0], len(texts), h, w)
+
+
+def before_last(adapter, images):
+    """Tokens entering the last block, by open_clip's own blocks."""
+    x = adapter.embed(images)
+    for block in adapter.model.visual.transformer.resblocks[:-1]:
+        x = block(x)
+    return x
+
+
+def one_layer_vit():
+    from open_clip.model import CLIP
+
+    torch.manual_seed(3)
+    model = CLIP(embed_dim=24, vision_cfg=dict(VIT_CFG, layers=1), text_cfg=dict(TEXT_CFG)).eval()
+    return make_adapter("vit", model=model)
+
+
+# ------------------------------------------------------------------ invariants, every method
+def test_registry_lists_the_baselines_in_order():
+    names = list(available_methods())
+    assert [n for n in names if n in MINE] == MINE
+    assert names.index("itsm") < names.index("gradcam")
+    for name in MINE:
+        cls = available_methods()[name]
+        assert "arXiv" in cls.paper and cls.archs <= {"vit", "resnet"}
+
+
+@pytest.mark.parametrize("arch,name", supported(MINE))
+def test_maps_in_range_and_model_untouched(adapters, arch, name):
+    adapter = adapters[arch]
+    images = random_images(adapter, seed=1)
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    own = adapter.encode_image(images)
+    maps = method(name).explain(adapter, images, TEXTS)
+    h, w = images.shape[-2:]
+    assert maps.scores.shape == (2, 3, h, w)
+    assert torch.isfinite(maps.scores).all() and torch.isfinite(maps.raw).all()
+    assert maps.scores.min() >= 0.0 and maps.scores.max() <= 1.0
+    if (arch, name) != ("resnet", "gradcam"):  # relu can zero a whole Grad-CAM of a random tiny ResNet
+        assert maps.raw.flatten(2).std(-1).gt(0).all(), "no constant map"
+    assert all(torch.equal(before[k], v) for k, v in adapter.model.state_dict().items())
+    assert all(p.grad is None for p in adapter.model.parameters())
+    assert torch.equal(adapter.encode_image(images), own)
+
+
+@pytest.mark.parametrize("name", [n for n in MINE if "resnet" not in available_methods()[n].archs])
+def test_vit_only_methods_refuse_resnets(adapters, name):
+    with pytest.raises(MethodError):
+        method(name).explain(adapters["resnet"], random_images(adapters["resnet"]), TEXTS)
+
+
+@pytest.mark.parametrize("arch,name", supported(DENSE + GRADIENT))
+def test_one_image_forward_for_all_texts(adapters, arch, name, monkeypatch):
+    """Dense methods run one forward; gradient methods one forward and one backward, for K texts."""
+    adapter = adapters[arch]
+    entry = "embed" if arch == "vit" else "features"
+    calls = {"forward": 0, "backward": 0}
+    original, grad = getattr(adapter, entry), torch.autograd.grad
+
+    def counted_forward(*args, **kwargs):
+        calls["forward"] += 1
+        return original(*args, **kwargs)
+
+    def counted_grad(*args, **kwargs):
+        calls["backward"] += 1
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, entry, counted_forward)
+    monkeypatch.setattr(torch.autograd, "grad", counted_grad)
+    method(name).explain(adapter, random_images(adapter), TEXTS + ["a green square", "a yellow ring"])
+    assert calls["forward"] == 1
+    assert calls["backward"] == (1 if name in GRADIENT else 0)
+
+
+@pytest.mark.parametrize("arch,name", supported(GRADIENT + ["rise"]))
+def test_batched_texts_equal_single_text_runs(adapters, arch, name):
+    adapter = adapters[arch]
+    images = random_images(adapter, seed=2)
+    together = raw(adapter, name, images=images)
+    alone = torch.cat([raw(adapter, name, texts=[t], images=images) for t in TEXTS], dim=1)
+    assert torch.allclose(together, alone, atol=1e-5, rtol=1e-4)
+    if name in GRADIENT:  # bounded memory: texts in chunks give the same maps
+        assert torch.allclose(raw(adapter, name, images=images, text_batch=2), together, atol=1e-5, rtol=1e-4)
+    if (arch, name) != ("resnet", "gradcam"):  # (all zero after relu for this random tiny ResNet)
+        assert not torch.allclose(together[:, 0], together[:, 1]), "different texts give different maps"
+
+
+@pytest.mark.parametrize("arch,name", supported([n for n in DENSE if n != "surgery"]) + supported(["surgery"]))
+def test_dense_maps_for_k_texts_equal_one_text_at_a_time(adapters, arch, name):
+    adapter = adapters[arch]
+    images = random_images(adapter, seed=4)
+    extra = {"remove_redundant": False} if name == "surgery" else {}  # feature surgery couples texts by design
+    together = raw(adapter, name, images=images, **extra)
+    alone = torch.cat([raw(adapter, name, texts=[t], images=images, **extra) for t in TEXTS], dim=1)
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_methods_run_the_same_on_the_hugging_face_twin():
+    """Only the adapter API is used: the same weights in HF CLIPModel give the same maps."""
+    pytest.importorskip("transformers")
+    from eclip.models.hf_convert import open_clip_to_hf
+
+    oc = make_open_clip("vit")
+    hf, ocd = make_adapter("vit", model=open_clip_to_hf(oc)), make_adapter("vit", model=oc)
+    images = random_images(ocd)
+    for name in [n for n in MINE if n != "rise"]:
+        a, b = raw(ocd, name, images=images), raw(hf, name, images=images)
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), name
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_gradient_methods_explain_the_eclip_pooling_head(arch):
+    """With an ECLIP max head the explained score is the head's: maps change, stay finite."""
+    from eclip.models.pooling import PoolingConfig
+
+    adapter = make_adapter(arch)
+    images = random_images(adapter)
+    for name in [n for n in GRADIENT if arch in available_methods()[n].archs]:
+        native = raw(adapter, name, images=images)
+        adapter.pooling = PoolingConfig(head="max")
+        try:
+            headed = raw(adapter, name, images=images)
+        finally:
+            adapter.pooling = None
+        assert torch.isfinite(headed).all()
+        # LeGrad scores its own mean-token embedding, whatever the head; Grad-CAM of the random
+        # tiny ResNet is all zero after relu either way
+        if name != "legrad" and (arch, name) != ("resnet", "gradcam"):
+            assert not torch.allclose(native, headed), name
+
+
+# ------------------------------------------------------------------ Grad-CAM
+def test_gradcam_resnet_by_hand(adapters):
+    adapter = adapters["resnet"]
+    images = random_images(adapter)
+    feats = adapter.features(images).detach().requires_grad_(True)
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        score = F.cosine_similarity(adapter.model.visual.attnpool(feats), t[None]).sum()
+        (g,) = torch.autograd.grad(score, feats)
+        expected.append(torch.relu((g.mean(dim=(2, 3), keepdim=True) * feats).sum(1)))
+    assert torch.allclose(raw(adapter, "gradcam", images=images), torch.stack(expected, 1).detach(), atol=1e-5)
+
+
+def test_gradcam_vit_by_hand(adapters):
+    """Default layer: the tokens entering the last block, weighted by their spatial-mean gradient."""
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    images = random_images(adapter)
+    x = before_last(adapter, images).detach().requires_grad_(True)
+    emb = visual.ln_post(visual.transformer.resblocks[-1](x)[:, 0]) @ visual.proj
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), x, retain_graph=True)
+        cam = torch.relu((g[:, 1:].mean(1, keepdim=True) * x[:, 1:]).sum(-1))
+        expected.append(cam.reshape(2, 4, 4))
+    assert torch.allclose(raw(adapter, "gradcam", images=images), torch.stack(expected, 1).detach(), atol=1e-5)
+
+
+# ------------------------------------------------------------------ Chefer
+def test_chefer_one_block_closed_form():
+    """One block, class-token pooling: R = I + mean_h relu(A * dS/dA); dS/dA[h, 0, j] = g_h . v_hj."""
+    adapter = one_layer_vit()
+    visual = adapter.model.visual
+    block = visual.transformer.resblocks[0]
+    images = random_images(adapter)
+    x0 = adapter.embed(images).detach()
+    q, k, v = qkv(block, x0)
+    attn = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1)
+    o = merge(attn @ v)[:, 0].detach().requires_grad_(True)  # class token's attention output (B, C)
+    y = x0[:, 0] + block.attn.out_proj(o)
+    emb = visual.ln_post(y + block.mlp(block.ln_2(y))) @ visual.proj
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), o, retain_graph=True)
+        grad_attn = torch.einsum("bhd,bhjd->bhj", split_heads(g[:, None], block.attn.num_heads)[:, :, 0], v)
+        expected.append(torch.relu(attn[:, :, 0, 1:] * grad_attn[:, :, 1:]).mean(1).reshape(2, 4, 4))
+    assert torch.allclose(raw(adapter, "chefer", images=images), torch.stack(expected, 1).detach(), atol=1e-6)
+
+
+# ------------------------------------------------------------------ rollout
+def test_rollout_of_identity_and_uniform_attention_is_uniform():
+    t = 17
+    identity = [torch.eye(t).expand(1, 2, t, t)] * 3
+    assert torch.allclose(attention_rollout(identity), torch.eye(t)[None])
+    uniform = [torch.full((1, 2, t, t), 1.0 / t)] * 3
+    row = attention_rollout(uniform)[0, 0, 1:]
+    assert torch.allclose(row, row[0].expand_as(row))
+
+
+def test_rollout_chains_blocks_first_to_last():
+    """Block 1: the class token reads patch 1; block 2: patch 1 reads patch 2. Order matters."""
+    t = 4
+    a1, a2 = torch.eye(t), torch.eye(t)
+    a1[0] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    a2[1] = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    mixed = [0.5 * a + 0.5 * torch.eye(t) for a in (a1, a2)]
+    expected = mixed[1] @ mixed[0]
+    got = attention_rollout([a1[None, None], a2[None, None]])[0]
+    assert torch.allclose(got, expected)
+    assert not torch.allclose(got, mixed[0] @ mixed[1])
+
+
+def test_rollout_method_uses_the_models_attention_and_ignores_text(adapters):
+    adapter = adapters["vit"]
+    images = random_images(adapter)
+    x = adapter.embed(images)
+    attentions = []
+    for block in adapter.model.visual.transformer.resblocks:
+        q, k, _ = qkv(block, x)
+        attentions.append(torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1))
+        x = block(x)
+    expected = attention_rollout(attentions)[:, 0, 1:].reshape(2, 1, 4, 4)
+    maps = raw(adapter, "rollout", images=images)
+    assert torch.allclose(maps, expected.expand_as(maps), atol=1e-6)
+
+
+# ------------------------------------------------------------------ RISE
+def test_rise_with_one_all_ones_mask_is_constant(adapters):
+    adapter = adapters["vit"]
+    images = random_images(adapter)
+    texts = adapter.encode_text(TEXTS)
+    sal = rise_saliency(adapter, images, texts, torch.ones(1, *images.shape[-2:]), p=0.5)
+    score = F.normalize(adapter.encode_image(images), dim=-1) @ texts.T
+    assert torch.allclose(sal, (score / 0.5)[..., None, None].expand_as(sal), atol=1e-6)
+
+
+def test_rise_masks_are_seeded_smooth_and_keep_p():
+    a = generate_masks(200, (32, 48), cells=4, p=0.3, generator=torch.Generator().manual_seed(0))
+    b = generate_masks(200, (32, 48), cells=4, p=0.3, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (200, 32, 48) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and abs(float(a.mean()) - 0.3) < 0.05
+    assert ((a > 0) & (a < 1)).any(), "bilinear upsampling makes soft edges"
+
+
+def test_rise_finds_the_region_the_score_depends_on():
+    """A fake model whose score is the mean of the left half: saliency is higher there."""
+
+    class LeftHalf:
+        def encode_image(self, images):
+            left = images[..., : images.shape[-1] // 2].mean(dim=(1, 2, 3))
+            return torch.stack([left, torch.ones_like(left)], dim=-1)
+
+    images = torch.ones(1, 3, 16, 16)
+    masks = generate_masks(300, (16, 16), cells=4, p=0.5, generator=torch.Generator().manual_seed(1))
+    sal = rise_saliency(LeftHalf(), images, torch.tensor([[1.0, 0.0]]), masks, p=0.5)[0, 0]
+    assert sal[:, :6].mean() > sal[:, 10:].mean() + 0.05
+
+
+# ------------------------------------------------------------------ MaskCLIP and the last-block variants
+@pytest.mark.parametrize("residual", [True, False])
+def test_maskclip_vit_is_the_value_path_by_hand(adapters, residual):
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    last = visual.transformer.resblocks[-1]
+    images = random_images(adapter)
+    x = before_last(adapter, images)
+    c = x.shape[-1]
+    v = F.linear(last.ln_1(x), last.attn.in_proj_weight[2 * c:], last.attn.in_proj_bias[2 * c:])
+    y = last.attn.out_proj(v)
+    if residual:
+        y = x + y
+        y = y + last.mlp(last.ln_2(y))
+    expected = cos_maps(visual.ln_post(y[:, 1:]) @ visual.proj, adapter)
+    got = raw(adapter, "maskclip", images=images, residual=residual, ffn=residual)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_maskclip_resnet_is_v_then_c_proj_at_every_location(adapters):
+    adapter = adapters["resnet"]
+    pool = adapter.model.visual.attnpool
+    images = random_images(adapter)
+    x = adapter.features(images).permute(0, 2, 3, 1)
+    dense = (x @ pool.v_proj.weight.T + pool.v_proj.bias) @ pool.c_proj.weight.T + pool.c_proj.bias
+    assert torch.allclose(raw(adapter, "maskclip", images=images), cos_maps(dense.flatten(1, 2), adapter), atol=1e-5)
+
+
+def _softmax_self(z):
+    return torch.softmax(z @ z.transpose(-2, -1) / z.shape[-1] ** 0.5, dim=-1)
+
+
+def _naclip_attention(q, k, v):
+    t = q.shape[-2]
+    side = int(round((t - 1) ** 0.5))
+    prior = torch.zeros(t, t)
+    for i in range(t - 1):
+        for j in range(t - 1):
+            d2 = (i // side - j // side) ** 2 + (i % side - j % side) ** 2
+            prior[i + 1, j + 1] = torch.exp(torch.tensor(-d2 / (2 * 5.0**2)))
+    return torch.softmax(k @ k.transpose(-2, -1) / k.shape[-1] ** 0.5 + prior, dim=-1)
+
+
+LAST_BLOCK = {  # name: (attention by hand, residual, ffn)
+    "sclip": (lambda q, k, v: _softmax_self(q) + _softmax_self(k), True, True),
+    "clearclip": (lambda q, k, v: _softmax_self(q), False, False),
+    "naclip": (_naclip_attention, False, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAST_BLOCK))
+def test_last_block_variants_by_hand(adapters, name):
+    attention, residual, ffn = LAST_BLOCK[name]
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    last = visual.transformer.resblocks[-1]
+    images = random_images(adapter)
+    x = before_last(adapter, images)
+    q, k, v = qkv(last, x)
+    y = last.attn.out_proj(merge(attention(q, k, v) @ v))
+    if residual:
+        y = x + y
+    if ffn:
+        y = y + last.mlp(last.ln_2(y))
+    expected = cos_maps(visual.ln_post(y[:, 1:]) @ visual.proj, adapter)
+    assert torch.allclose(raw(adapter, name, images=images), expected, atol=1e-5)
+
+
+def test_naclip_prior_is_a_gaussian_of_grid_distance():
+    prior = neighbourhood_prior((3, 4), sigma=2.0)
+    assert prior.shape == (13, 13)
+    assert prior[0].abs().sum() == 0 and prior[:, 0].abs().sum() == 0
+    assert torch.allclose(prior[1:, 1:].diagonal(), torch.ones(12))
+    # patch (0, 0) -> patch (2, 3): squared distance 13
+    assert torch.isclose(prior[1, 12], torch.exp(torch.tensor(-13 / 8.0)))
+
+
+# ------------------------------------------------------------------ CLIP Surgery
+def test_feature_surgery_removes_a_feature_shared_by_all_texts():
+    torch.manual_seed(0)
+    dense = torch.randn(2, 3, 3, 8)
+    texts = torch.randn(4, 8)
+    shared = 5.0 * torch.randn(8)
+    plain = feature_surgery(dense, texts, temperature=0.0)
+    assert torch.allclose(feature_surgery(dense, texts + shared, temperature=0.0), plain, atol=1e-5)
+    cos = torch.einsum("bhwd,kd->bkhw", F.normalize(dense, dim=-1), texts)
+    cos_shared = torch.einsum("bhwd,kd->bkhw", F.normalize(dense, dim=-1), texts + shared)
+    assert not torch.allclose(cos, cos_shared, atol=1e-2), "the plain cosine does see the shared feature"
+
+
+def test_feature_surgery_equals_the_element_wise_form():
+    """sum_c (f*t_k*w_k - mean_j f*t_j*w_j), w = softmax(2 f.t) / mean, as the authors write it."""
+    torch.manual_seed(1)
+    dense, texts = torch.randn(2, 3, 3, 8), F.normalize(torch.randn(5, 8), dim=-1)
+    f = F.normalize(dense, dim=-1).flatten(1, 2)  # (B, N, C)
+    prob = torch.softmax(2 * f @ texts.T, dim=-1)
+    w = prob / prob.mean(-1, keepdim=True)
+    feats = f[:, :, None] * texts[None, None] * w[..., None]
+    expected = (feats - feats.mean(2, keepdim=True)).sum(-1).transpose(1, 2).reshape(2, 5, 3, 3)
+    assert torch.allclose(feature_surgery(dense, texts), expected, atol=1e-5)
+
+
+def test_surgery_vit_dual_path_by_hand(adapters):
+    """Two blocks on the parallel path: v-v attention of the *original* path's tokens, no FFN."""
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    images = random_images(adapter)
+    x = adapter.embed(images)
+    x_new = x
+    for block in visual.transformer.resblocks:
+        _, _, v = qkv(block, x)
+        x_new = x_new + block.attn.out_proj(merge(_softmax_self(v) @ v))
+        x = block(x)
+    expected = cos_maps(visual.ln_post(x_new[:, 1:]) @ visual.proj, adapter)
+    assert torch.allclose(raw(adapter, "surgery", images=images, depth=2, remove_redundant=False), expected, atol=1e-5)
+
+
+def test_surgery_resnet_pool_by_hand(adapters):
+    adapter = adapters["resnet"]
+    pool = adapter.model.visual.attnpool
+    images = random_images(adapter)
+    x = adapter.features(images).flatten(2).transpose(1, 2)
+    x = torch.cat([x.mean(1, keepdim=True), x], dim=1) + pool.positional_embedding
+    v = split_heads(pool.v_proj(x), pool.num_heads)
+    dense = pool.c_proj(merge(_softmax_self(v) @ v))[:, 1:]
+    assert torch.allclose(raw(adapter, "surgery", images=images, remove_redundant=False), cos_maps(dense, adapter), atol=1e-5)
+
+
+def test_surgery_with_one_text_subtracts_the_empty_text(adapters):
+    adapter = adapters["resnet"]
+    images = random_images(adapter)
+    from eclip.methods.surgery import CLIPSurgery
+
+    dense = CLIPSurgery().dense(adapter, images)
+    empty = F.normalize(adapter.model.encode_text(adapter.tokenizer([""])), dim=-1)[0]
+    t = adapter.encode_text(TEXTS[:1])
+    expected = torch.einsum("bhwd,kd->bkhw", F.normalize(dense, dim=-1), t - empty)
+    assert torch.allclose(raw(adapter, "surgery", texts=TEXTS[:1], images=images), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------ GEM
+def test_gem_one_block_by_hand(adapters):
+    """Last block only: (A_q + A_k + A_v) v / 3 with A_p = softmax(tau p^ p^T) after one iteration."""
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    last = visual.transformer.resblocks[-1]
+    images = random_images(adapter)
+    x = before_last(adapter, images)
+    q, k, v = qkv(last, x)
+    tau = last.ln_1(x).norm(dim=-1).mean(-1).view(-1, 1, 1, 1) / q.shape[-1] ** 0.5
+    out = 0
+    for p in (q, k, v):
+        p = F.normalize(p, dim=-1)
+        p = F.normalize(torch.softmax(tau * p @ p.transpose(-2, -1), -1) @ p, dim=-1)
+        out = out + torch.softmax(tau * p @ p.transpose(-2, -1), -1) @ v / 3
+    y = x + last.attn.out_proj(merge(out))
+    expected = cos_maps(visual.ln_post(y[:, 1:]) @ visual.proj, adapter)
+    assert torch.allclose(raw(adapter, "gem", images=images, depth=1), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------ Grad-ECLIP
+def test_grad_eclip_vit_by_hand(adapters):
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    last = visual.transformer.resblocks[-1]
+    images = random_images(adapter)
+    x = before_last(adapter, images)
+    q, k, v = qkv(last, x)
+    o = merge(torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v).detach().requires_grad_(True)
+    y = x + last.attn.out_proj(o)
+    emb = visual.ln_post(y + last.mlp(last.ln_2(y)))[:, 0] @ visual.proj
+    qm, km, vm = merge(q), merge(k), merge(v)
+    lam = F.cosine_similarity(qm[:, :1], km[:, 1:], dim=-1)
+    lam = (lam - lam.min(1, keepdim=True).values) / (lam.max(1, keepdim=True).values - lam.min(1, keepdim=True).values)
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), o, retain_graph=True)
+        expected.append(torch.relu((g[:, :1] * vm[:, 1:]).sum(-1) * lam).reshape(2, 4, 4))
+    assert torch.allclose(raw(adapter, "grad_eclip", images=images), torch.stack(expected, 1).detach(), atol=1e-5)
+
+
+# ------------------------------------------------------------------ LeGrad
+def test_legrad_equals_per_layer_gradients_in_the_full_graph(adapters):
+    """One backward over per-layer attention leaves == dS_l/dA_l taken layer by layer in the whole pass."""
+    adapter = adapters["vit"]
+    visual = adapter.model.visual
+    images = random_images(adapter)
+    x = adapter.embed(images).detach().requires_grad_(True)
+    attentions, scores = [], []
+    for block in visual.transformer.resblocks:
+        q, k, v = qkv(block, x)
+        attn = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1)
+        y = x + block.attn.out_proj(merge(attn @ v))
+        x = y + block.mlp(block.ln_2(y))
+        attentions.append(attn)
+        scores.append(visual.ln_post(x.mean(1)) @ visual.proj)
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        total = 0
+        for attn, emb in zip(attentions, scores):
+            (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), attn, retain_graph=True)
+            total = total + torch.relu(g).mean(1).mean(1)[:, 1:]
+        expected.append(total.reshape(2, 4, 4))
+    got = raw(adapter, "legrad", images=images, layer_index=0)
+    assert torch.allclose(got, torch.stack(expected, 1), atol=1e-6)
