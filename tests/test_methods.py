@@ -238,6 +238,13 @@ def test_gradcam_vit_by_hand(adapters):
 
 
 # ------------------------------------------------------------------ Chefer
+def test_chefer_vectorised_backward_equals_the_replicated_batch(adapters):
+    adapter = adapters["vit"]
+    images = random_images(adapter, seed=5)
+    vmapped = raw(adapter, "chefer", images=images)
+    assert torch.allclose(vmapped, raw(adapter, "chefer", images=images, vmap=False), atol=1e-6)
+
+
 def test_chefer_one_block_closed_form():
     """One block, class-token pooling: R = I + mean_h relu(A * dS/dA); dS/dA[h, 0, j] = g_h . v_hj."""
     adapter = one_layer_vit()
@@ -311,6 +318,12 @@ def test_rise_masks_are_seeded_smooth_and_keep_p():
     assert a.shape == (200, 32, 48) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1 and abs(float(a.mean()) - 0.3) < 0.05
     assert ((a > 0) & (a < 1)).any(), "bilinear upsampling makes soft edges"
+
+
+def test_rise_does_not_depend_on_the_chunking(adapters):
+    adapter = adapters["resnet"]
+    images = random_images(adapter)
+    assert torch.allclose(raw(adapter, "rise", images=images, batch_size=6), raw(adapter, "rise", images=images), atol=1e-6)
 
 
 def test_rise_finds_the_region_the_score_depends_on():

@@ -83,16 +83,23 @@ class GradECLIP(Method):
             # the first explained attention runs once; its output is replicated as the gradient leaf
             o = replicate(first_out, len(texts)).requires_grad_(True)
             outputs, parts = [o], [first_parts]
-            for i, block in enumerate(model.blocks[start:]):
+            blocks = model.blocks[start:]
+            for i, block in enumerate(blocks):
                 if i > 0:
                     q, k, v = block.qkv(block.ln_1(x))
                     o = merge_heads(F.scaled_dot_product_attention(q, k, v))
                     outputs.append(o)
                     # forward values are the same in every replica: the first B rows hold them
                     parts.append(tuple(merge_heads(z)[:b].detach() for z in (q, k, v)))
-                x = x + block.ls_1(block.out_proj(o))
-                x = x + block.ls_2(block.mlp(block.ln_2(x)))
-            grads = torch.autograd.grad(own_scores(pooled_from_tokens(model, x), texts).sum(), outputs)
+                if i == len(blocks) - 1 and class_token:  # only the class token reaches the output
+                    y = x[:, :1] + block.ls_1(block.out_proj(o[:, :1]))
+                    pooled = model.head(y + block.ls_2(block.mlp(block.ln_2(y))))[:, 0]
+                else:
+                    x = x + block.ls_1(block.out_proj(o))
+                    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            if not class_token:
+                pooled = pooled_from_tokens(model, x)
+            grads = torch.autograd.grad(own_scores(pooled, texts).sum(), outputs)
             total = 0.0
             for grad, (qm, km, vm) in zip(grads, parts):
                 lam = loosened_attention(pooled_rows(qm, class_token), km[:, 1:])

@@ -16,7 +16,7 @@ import torch
 
 from eclip.methods.base import Method, register
 from eclip.methods.scoring import own_scores, pooled_output, replicate, split_replicas, text_chunks
-from eclip.methods.vit_paths import pooled_from_tokens, resolve_layer, tokens_before
+from eclip.methods.vit_paths import pooled_after, resolve_layer, tokens_before
 
 
 def cam_from_gradients(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -55,8 +55,7 @@ class GradCAM(Method):
             h, w = model.grid_size(*images.shape[-2:])
 
             def tail(x: torch.Tensor) -> torch.Tensor:
-                y, _ = model.forward_blocks(x, layer)
-                return pooled_from_tokens(model, y)
+                return pooled_after(model, x, layer)
 
         maps = []
         for chunk in text_chunks(len(text_features), self.text_batch):

@@ -18,6 +18,32 @@ from eclip.methods.base import Method, register
 from eclip.methods.scoring import cosine_scores
 
 
+class RiseMasks:
+    """N RISE masks for an input of (H, W), drawn up front (small grids and shifts) and rendered on demand.
+
+    Indexing with a slice gives (n, H, W) masks in [0, 1]; rendering chunk by chunk keeps memory
+    bounded for large N, and the masks do not depend on the chunking.
+    """
+
+    def __init__(self, n: int, size: tuple[int, int], cells: int = 8, p: float = 0.5,
+                 generator: torch.Generator | None = None) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.cell = (math.ceil(self.size[0] / cells), math.ceil(self.size[1] / cells))
+        self.grids = (torch.rand(n, 1, cells, cells, generator=generator) < p).float()
+        self.shifts = torch.stack([torch.randint(0, c, (n,), generator=generator) for c in self.cell], dim=1)
+
+    def __len__(self) -> int:
+        return len(self.grids)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        grids, shifts = self.grids[index], self.shifts[index].tolist()
+        cells = grids.shape[-1]
+        up = F.interpolate(grids, size=((cells + 1) * self.cell[0], (cells + 1) * self.cell[1]),
+                           mode="bilinear", align_corners=False)
+        h, w = self.size
+        return torch.stack([up[i, 0, y:y + h, x:x + w] for i, (y, x) in enumerate(shifts)])
+
+
 def generate_masks(
     n: int,
     size: tuple[int, int],
@@ -26,20 +52,14 @@ def generate_masks(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(N, H, W) RISE masks in [0, 1] for an input of `size` (H, W), drawn from `generator` (CPU)."""
-    height, width = size
-    cell_h, cell_w = math.ceil(height / cells), math.ceil(width / cells)
-    grid = (torch.rand(n, 1, cells, cells, generator=generator) < p).float()
-    up = F.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear", align_corners=False)
-    dy = torch.randint(0, cell_h, (n,), generator=generator).tolist()
-    dx = torch.randint(0, cell_w, (n,), generator=generator).tolist()
-    return torch.stack([up[i, 0, y:y + height, x:x + width] for i, (y, x) in enumerate(zip(dy, dx))])
+    return RiseMasks(n, size, cells, p, generator)[:]
 
 
 def rise_saliency(
     model,
     images: torch.Tensor,
     text_features: torch.Tensor,
-    masks: torch.Tensor,
+    masks: torch.Tensor | RiseMasks,
     p: float,
     batch_size: int = 64,
 ) -> torch.Tensor:
@@ -48,11 +68,10 @@ def rise_saliency(
     The model is run on `batch_size` masked images at a time through its own `encode_image`.
     """
     b = images.shape[0]
-    masks = masks.to(device=images.device, dtype=images.dtype)
     per_step = max(1, batch_size // b)
     saliency = torch.zeros(b, len(text_features), *images.shape[-2:], device=images.device)
     for start in range(0, len(masks), per_step):
-        chunk = masks[start:start + per_step]  # (n, H, W)
+        chunk = masks[start:start + per_step].to(device=images.device, dtype=images.dtype)  # (n, H, W)
         masked = (images[None] * chunk[:, None, None]).flatten(0, 1)  # (n * B, 3, H, W)
         scores = cosine_scores(model.encode_image(masked), text_features).reshape(len(chunk), b, -1)
         saliency += torch.einsum("nbk,nhw->bkhw", scores, chunk.float())
@@ -76,5 +95,5 @@ class RISE(Method):
 
     def raw_maps(self, model, images, text_features):
         generator = torch.Generator().manual_seed(self.seed)
-        masks = generate_masks(self.n_masks, tuple(images.shape[-2:]), self.cells, self.p, generator)
+        masks = RiseMasks(self.n_masks, tuple(images.shape[-2:]), self.cells, self.p, generator)
         return rise_saliency(model, images, text_features, masks, self.p, self.batch_size)

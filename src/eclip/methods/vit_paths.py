@@ -50,6 +50,26 @@ def pooled_from_tokens(model: ViTAdapter, x: torch.Tensor) -> torch.Tensor:
     return pooled_output(model, patches.mean(dim=1), patches)
 
 
+def pooled_after(model: ViTAdapter, x: torch.Tensor, start: int) -> torch.Tensor:
+    """(N, 1 + h*w, C) tokens entering block `start` -> (N, D) the pooled embedding at the end.
+
+    With class-token pooling only the class token's row of the last block reaches the pooled
+    output, so that block is evaluated for it alone (its query against every key and value; its
+    FFN on one token): exact, and several times cheaper on the K-fold replicated batches of the
+    gradient methods.
+    """
+    if not uses_class_token(model):
+        y, _ = model.forward_blocks(x, start)
+        return pooled_from_tokens(model, y)
+    x, _ = model.forward_blocks(x, start, model.num_layers - 1)
+    last = model.blocks[-1]
+    q, k, v = last.qkv(last.ln_1(x))
+    out = torch.nn.functional.scaled_dot_product_attention(q[:, :, :1], k, v)  # (N, heads, 1, d)
+    y = x[:, :1] + last.ls_1(last.out_proj(merge_heads(out)))
+    y = y + last.ls_2(last.mlp(last.ln_2(y)))
+    return model.head(y)[:, 0]
+
+
 def dense_from_tokens(model: ViTAdapter, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """(B, 1 + h*w, C) tokens -> (B, h, w, D) patch features after the final norm and projection."""
     return model.tokens_to_grid(model.head(x[:, 1:]), images)
