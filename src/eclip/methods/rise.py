@@ -13,6 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from eclip.methods.base import Method, register
 from eclip.methods.scoring import cosine_scores
@@ -70,7 +71,8 @@ def rise_saliency(
     b = images.shape[0]
     per_step = max(1, batch_size // b)
     saliency = torch.zeros(b, len(text_features), *images.shape[-2:], device=images.device)
-    for start in range(0, len(masks), per_step):
+    steps = range(0, len(masks), per_step)
+    for start in tqdm(steps, desc="RISE masks", unit="batch", leave=False, disable=None if len(steps) > 4 else True):
         chunk = masks[start:start + per_step].to(device=images.device, dtype=images.dtype)  # (n, H, W)
         masked = (images[None] * chunk[:, None, None]).flatten(0, 1)  # (n * B, 3, H, W)
         scores = cosine_scores(model.encode_image(masked), text_features).reshape(len(chunk), b, -1)
