@@ -1,0 +1,63 @@
+"""The semantic shift in numbers: mean score contrast (mSC) and the inverted rate.
+
+ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046) shows that vanilla CLIP's image-text similarity
+map lights up the background instead of the object ("opposite visualization") and reports it
+with a mean score contrast whose exact equation it does not give. Ours (ECLIP.md section 4):
+the mean of the map inside the class mask minus the mean outside it.
+"""
+from __future__ import annotations
+
+import torch
+
+from eclip.metrics.base import Metric, keep_defined, nan_if_empty, pair_tensors
+
+
+class ScoreContrast(Metric):
+    """Mean score contrast (mSC, percent) and inverted rate over (image, class) pairs.
+
+    For pair i with map S_i in [0, 1] (min-max normalised over the image), class mask M_i and
+    background B_i (valid pixels only):
+
+        c_i = mean_{p in M_i} S_i(p) - mean_{p in B_i} S_i(p)      in [-1, 1]
+        mSC = 100 * mean_i c_i                                      (higher is better)
+        inverted rate = mean_i [c_i < 0]                            (lower is better)
+
+    mSC follows ECLIP (Li et al. 2022, arXiv 2209.07046; equation ours, see the module
+    docstring); the inverted rate is our measure of how often the semantic shift happens
+    (ECLIP.md section 2). A perfect map has mSC +100, an inverted one -100. Direction: the
+    headline mSC is higher-is-better; `inverted_rate` is lower-is-better.
+    """
+
+    higher_is_better = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("contrast_sum", 0.0)
+        self.add_state("inverted", 0.0)
+        self.add_state("count", 0.0)
+        self.add_state("degenerate", 0.0)
+
+    @staticmethod
+    def contrasts(maps, masks, ignore=None) -> torch.Tensor:
+        """(N,) float64 contrasts c_i of the defined pairs (degenerate ones dropped)."""
+        maps, masks, valid, _ = keep_defined(*pair_tensors(maps, masks, ignore))
+        maps = maps.double()
+        fg, bg = (masks & valid).double(), (~masks & valid).double()
+        inside = (maps * fg).flatten(1).sum(1) / fg.flatten(1).sum(1)
+        outside = (maps * bg).flatten(1).sum(1) / bg.flatten(1).sum(1)
+        return inside - outside
+
+    def update(self, maps, masks, ignore=None) -> None:
+        """Add pairs: maps (N, H, W) in [0, 1], masks (N, H, W) bool, ignore (H, W) / (N, H, W) bool or None."""
+        maps, masks, valid = pair_tensors(maps, masks, ignore)
+        c = self.contrasts(maps, masks, ~valid)
+        self._add("degenerate", maps.shape[0] - c.numel())
+        self._add("contrast_sum", c.sum())
+        self._add("inverted", (c < 0).sum())
+        self._add("count", c.numel())
+
+    def compute(self) -> dict[str, float]:
+        """{msc (percent), score_contrast (fraction), inverted_rate, n_pairs}."""
+        contrast = nan_if_empty(self.contrast_sum, self.count)
+        return {"msc": 100 * contrast, "score_contrast": contrast, "inverted_rate": nan_if_empty(self.inverted, self.count),
+                "n_pairs": int(self.count)}
