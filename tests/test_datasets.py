@@ -89,3 +89,173 @@ def test_classname_files_are_readable_and_complete():
     assert len(context) == 59 and context[0] == "aeroplane" and context[49] == "table" and context[-1] == "wood"
     for names in (voc, coco, context):
         assert len(set(names)) == len(names) and all(n == n.strip() and n for n in names)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: hand-drawn label maps and VOC-style folders
+
+RNG = np.random.default_rng(0)
+PALETTE = RNG.integers(0, 256, 768, dtype=np.uint8).tobytes()  # colours unrelated to indices: reading colours would fail
+
+
+def _jpeg(path: Path, width: int, height: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RNG.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, quality=95)
+
+
+def _label_png(path: Path, labels: np.ndarray, mode: str = "P") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = labels.astype(np.uint8)
+    im = Image.frombytes("L" if mode == "L" else "P", labels.shape[::-1], labels.tobytes())
+    if mode == "P":
+        im.putpalette(PALETTE)
+    (im.convert("RGB") if mode == "RGB" else im).save(path)
+
+
+def _voc_labels(height: int = 6, width: int = 8) -> np.ndarray:
+    """Aeroplane (1) top-left, person (15) bottom-right, a 255 border around the aeroplane, 0 elsewhere."""
+    labels = np.zeros((height, width), dtype=np.uint8)
+    labels[0:3, 0:4] = 255
+    labels[0:2, 0:3] = 1
+    labels[4:6, 5:8] = 15
+    return labels
+
+
+def _voc_style(base: Path, images: dict[str, tuple[np.ndarray | None, str]], label_dir: str, split_dir: str) -> Path:
+    """Write JPEGImages/, label PNGs (None: no PNG; mode as given) and the val split listing every image."""
+    for image_id, (labels, mode) in images.items():
+        h, w = (6, 8) if labels is None else labels.shape
+        _jpeg(base / "JPEGImages" / f"{image_id}.jpg", w, h)
+        if labels is not None:
+            _label_png(base / label_dir / f"{image_id}.png", labels, mode)
+    (base / label_dir).mkdir(parents=True, exist_ok=True)
+    (base / split_dir).mkdir(parents=True, exist_ok=True)
+    (base / split_dir / "val.txt").write_text("".join(f"{i}\n" for i in images))
+    return base
+
+
+@pytest.fixture()
+def voc_root(tmp_path) -> Path:
+    """VOCdevkit/VOC2012 with two good images and four broken ones, in split order."""
+    grey = np.zeros((5, 4), dtype=np.uint8)
+    grey[1:4, 1:3] = 20  # tv monitor, as an SBD-style grayscale PNG, no ignore pixels
+    unknown = _voc_labels()
+    unknown[5, 0] = 21
+    base = _voc_style(tmp_path / "VOCdevkit" / "VOC2012", {
+        "2007_000001": (_voc_labels(), "P"),
+        "2007_000002": (None, "P"),          # label PNG missing
+        "2007_000003": (_voc_labels(), "P"),  # image file corrupt (below)
+        "2007_000004": (unknown, "P"),        # label 21 is no VOC class
+        "2007_000005": (grey, "L"),
+        "2007_000006": (_voc_labels(), "RGB"),  # colour-converted mask
+    }, "SegmentationClass", "ImageSets/Segmentation")
+    jpeg = base / "JPEGImages" / "2007_000003.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:200])  # a half-downloaded file
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VOC
+
+
+def test_voc_masks_ignore_and_counted_skips(voc_root):
+    ds = open_dataset("voc", voc_root)
+    assert ds.name == "voc" and ds.root == voc_root / "VOCdevkit" / "VOC2012"
+    assert ds.classnames == read_classnames("voc") and len(ds) == 6
+    first, second = list(ds)
+    labels = _voc_labels()
+    assert first.image_id == "2007_000001" and first.size == (6, 8) and first.image.mode == "RGB"
+    assert first.masks.keys() == {"aeroplane", "person"}
+    np.testing.assert_array_equal(first.masks["aeroplane"], labels == 1)
+    np.testing.assert_array_equal(first.masks["person"], labels == 15)
+    np.testing.assert_array_equal(first.ignore, labels == 255)
+    assert first.ignore.sum() == 12 - 6 and not (first.ignore & first.masks["aeroplane"]).any()
+    assert second.image_id == "2007_000005" and second.masks.keys() == {"tv monitor"} and second.ignore is None
+    assert second.masks["tv monitor"].sum() == 6
+    reasons = dict(ds.skipped)
+    assert list(reasons) == ["2007_000002", "2007_000003", "2007_000004", "2007_000006"]
+    assert "label PNG missing" in reasons["2007_000002"]
+    assert "2007_000003.jpg" in reasons["2007_000003"] and "corrupt" in reasons["2007_000003"]
+    assert "label values [21]" in reasons["2007_000004"]
+    assert "mode RGB" in reasons["2007_000006"]
+
+
+def test_voc_root_conveniences_limit_and_resume(voc_root):
+    for root in (voc_root, voc_root / "VOCdevkit", voc_root / "VOCdevkit" / "VOC2012"):
+        assert open_dataset("voc", root).root == voc_root / "VOCdevkit" / "VOC2012"
+    ds = open_dataset("voc", voc_root, limit=2)
+    assert ds.ids == ["2007_000001", "2007_000002"]
+    assert [s.image_id for s in ds] == ["2007_000001"] and [i for i, _ in ds.skipped] == ["2007_000002"]
+    resumed = open_dataset("voc", voc_root)
+    assert [s.image_id for s in resumed.iter_from(3)] == ["2007_000005"]
+    assert [i for i, _ in resumed.skipped] == ["2007_000004", "2007_000006"]
+
+
+def test_voc_broken_folders_say_what_is_expected(voc_root, tmp_path):
+    with pytest.raises(DatasetError, match=r"no SegmentationClass found .*expected voc layout ROOT/JPEGImages/<id>\.jpg"):
+        open_dataset("voc", tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages")
+    with pytest.raises(DatasetError, match=r"train\.txt: split file missing"):
+        open_dataset("voc", voc_root, split="train")
+    with pytest.raises(DatasetError, match="no such folder"):
+        open_dataset("voc", tmp_path / "missing")
+    (voc_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="lists no image"):
+        open_dataset("voc", voc_root)
+    import shutil
+
+    shutil.rmtree(voc_root / "VOCdevkit" / "VOC2012" / "JPEGImages")
+    with pytest.raises(DatasetError, match=r"JPEGImages: folder missing"):
+        open_dataset("voc", voc_root)
+
+
+def test_voc_label_size_mismatch_is_a_skip(tmp_path):
+    _voc_style(tmp_path, {"a": (_voc_labels(6, 8), "P")}, "SegmentationClass", "ImageSets/Segmentation")
+    _label_png(tmp_path / "SegmentationClass" / "a.png", _voc_labels(6, 9))
+    ds = open_dataset("voc", tmp_path)
+    assert list(ds) == [] and "9x6 but its image is 8x6" in ds.skipped[0][1]
+    with pytest.raises(SkippedImage, match="image a: "):
+        ds[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pascal Context
+
+
+def _context_labels() -> np.ndarray:
+    labels = np.zeros((6, 8), dtype=np.uint8)  # 0: one of the other 400 classes -> ignored
+    labels[:, 0:3] = 1   # aeroplane
+    labels[0:3, 3:8] = 50  # table
+    labels[3:6, 4:8] = 59  # wood
+    return labels
+
+
+def test_context_masks_zero_is_ignored_and_unknown_label_skipped(tmp_path):
+    bad = _context_labels()
+    bad[0, 0] = 60
+    base = tmp_path / "VOCdevkit" / "VOC2010"
+    _voc_style(base, {"2008_000001": (_context_labels(), "L"), "2008_000002": (bad, "L")},
+               "SegmentationClassContext", "ImageSets/SegmentationContext")
+    _voc_style(tmp_path / "VOCdevkit" / "VOC2012", {"x": (_voc_labels(), "P")}, "SegmentationClass", "ImageSets/Segmentation")
+    ds = open_dataset("context", tmp_path / "VOCdevkit")
+    assert ds.root == base and ds.classnames == read_classnames("context") and len(ds.classnames) == 59
+    (sample,) = list(ds)
+    labels = _context_labels()
+    assert sample.masks.keys() == {"aeroplane", "table", "wood"}
+    for name, value in (("aeroplane", 1), ("table", 50), ("wood", 59)):
+        np.testing.assert_array_equal(sample.masks[name], labels == value)
+    np.testing.assert_array_equal(sample.ignore, labels == 0)
+    assert sample.ignore.sum() == 3
+    assert ds.skipped == [("2008_000002", f"{base / 'SegmentationClassContext' / '2008_000002.png'}: label values [60] are none of "
+                                          "classes 1..59, background [], ignore [0, 255]")]
+    assert open_dataset("voc", tmp_path / "VOCdevkit").ids == ["x"]  # each loader descends into its own year
+
+
+def test_context_detail_json_only_asks_for_conversion(tmp_path):
+    base = tmp_path / "VOCdevkit" / "VOC2010"
+    (base / "JPEGImages").mkdir(parents=True)
+    (base / "trainval_merged.json").write_text("{}")
+    with pytest.raises(DatasetError, match=r"trainval_merged\.json: the Detail-API annotation is not read directly.*"
+                                           r"dataset_converters/pascal_context\.py"):
+        open_dataset("pascal_context", tmp_path)
+    with pytest.raises(DatasetError, match="expected context layout"):
+        open_dataset("context", tmp_path / "VOCdevkit" / "VOC2010" / "JPEGImages")
