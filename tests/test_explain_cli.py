@@ -1,0 +1,65 @@
+"""`eclip explain` writes the contracted files, skips bad images, and says so in its exit code."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TEXT_CFG, VIT_CFG, make_open_clip
+from PIL import Image
+from typer.testing import CliRunner
+
+import eclip.cli as cli
+from eclip.models.folder import save_model_folder
+
+CONFIG = {
+    "arch": "vit",
+    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
+    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return save_model_folder(tmp_path / "tiny", make_open_clip("vit"), CONFIG)
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / "wide.png")
+    Image.fromarray(rng.integers(0, 255, (50, 30), dtype=np.uint8)).save(folder / "gray.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_explain_writes_overlay_maps_and_scores(model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), str(images / "gray.jpg"),
+                                          "--text", "a red star", "--text", "a blue circle", "--model", str(model_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    maps = np.load(out / "wide.npy")
+    assert maps.dtype == np.float32 and maps.shape == (2, 40, 60)
+    assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.5
+    assert np.load(out / "gray.npy").shape == (2, 50, 30)
+    record = json.loads((out / "wide.json").read_text())
+    assert record["texts"] == ["a red star", "a blue circle"]
+    assert set(record["scores"]) == {"a red star", "a blue circle"}
+    assert Image.open(out / "wide.png").size[0] > 100
+
+
+def test_a_bad_file_is_reported_skipped_and_fails_the_exit_code(model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["explain", str(images), "--text", "a star", "--model", str(model_dir), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "broken.png" in result.output
+    assert (out / "wide.npy").exists() and (out / "gray.npy").exists()
+    assert not (out / "broken.npy").exists()
+
+
+def test_unknown_model_is_one_clear_line(images, tmp_path):
+    result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), "--text", "x", "--model", "no-such-model"])
+    assert result.exit_code != 0
+    assert "unknown model 'no-such-model'" in str(result.exception)
