@@ -5,6 +5,9 @@ border, merges the wrong instances or decodes a skipped-over image fails here.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +204,6 @@ def test_voc_broken_folders_say_what_is_expected(voc_root, tmp_path):
     (voc_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
     with pytest.raises(DatasetError, match="lists no image"):
         open_dataset("voc", voc_root)
-    import shutil
 
     shutil.rmtree(voc_root / "VOCdevkit" / "VOC2012" / "JPEGImages")
     with pytest.raises(DatasetError, match=r"JPEGImages: folder missing"):
@@ -259,3 +261,98 @@ def test_context_detail_json_only_asks_for_conversion(tmp_path):
         open_dataset("pascal_context", tmp_path)
     with pytest.raises(DatasetError, match="expected context layout"):
         open_dataset("context", tmp_path / "VOCdevkit" / "VOC2010" / "JPEGImages")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# COCO
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths over the column-major pixels, starting with a run of zeros."""
+    flat = mask.flatten(order="F").astype(np.uint8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return {"counts": ([0] if flat[0] else []) + runs, "size": list(mask.shape)}
+
+
+def _box(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (8, 10)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@pytest.fixture()
+def coco_root(tmp_path) -> Path:
+    """Image 1: two people (a polygon, a compressed RLE), a bicycle polygon and a crowd of people
+    overlapping the second person; image 2 only a crowd and image 6 nothing (both excluded);
+    image 3 missing, image 4 an unknown category, image 5 a size that differs from its file."""
+    mask_api = pytest.importorskip("pycocotools.mask")
+    root = tmp_path / "coco"
+    rle = mask_api.encode(np.asfortranarray(_box(6, 4, 9, 7).astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
+        {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle},
+        {"id": 12, "image_id": 1, "category_id": 2, "iscrowd": 0, "segmentation": [[0, 5, 3, 5, 3, 8, 0, 8]]},
+        {"id": 13, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": _uncompressed_rle(_box(5, 3, 10, 8))},
+        {"id": 20, "image_id": 2, "category_id": 1, "iscrowd": 1, "segmentation": _uncompressed_rle(_box(0, 0, 2, 2))},
+        {"id": 30, "image_id": 3, "category_id": 1, "iscrowd": 0, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
+        {"id": 40, "image_id": 4, "category_id": 7, "iscrowd": 0, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
+        {"id": 50, "image_id": 5, "category_id": 3, "iscrowd": 0, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
+    ]
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": 8, "width": 12 if i == 5 else 10} for i in (6, 5, 4, 3, 2, 1)]
+    categories = [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"},
+                  {"id": 2, "name": "bicycle"}]
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    for i in (1, 2, 4, 5, 6):
+        _jpeg(root / "val2017" / f"{i:012d}.jpg", 10, 8)
+    return root
+
+
+def test_coco_union_of_instances_crowd_ignored_and_skips(coco_root):
+    ds = open_dataset("coco", coco_root)
+    assert ds.name == "coco" and ds.classnames == ["person", "bicycle", "car", "toothbrush"]  # category-id order
+    assert ds.ids == ["000000000001", "000000000003", "000000000004", "000000000005"] and ds.excluded == 2
+    (sample,) = list(ds)
+    assert sample.image_id == "000000000001" and sample.size == (8, 10) and sample.meta["coco_id"] == 1
+    assert sample.masks.keys() == {"person", "bicycle"}
+    np.testing.assert_array_equal(sample.masks["person"], _box(1, 1, 4, 3) | _box(6, 4, 9, 7))
+    np.testing.assert_array_equal(sample.masks["bicycle"], _box(0, 5, 3, 8))
+    np.testing.assert_array_equal(sample.ignore, _box(5, 3, 10, 8) & ~_box(6, 4, 9, 7))  # crowd minus instances
+    reasons = dict(ds.skipped)
+    assert list(reasons) == ["000000000003", "000000000004", "000000000005"]
+    assert "000000000003.jpg: no such file" in reasons["000000000003"]
+    assert "annotation 40: category_id 7 is not in the file's categories" in reasons["000000000004"]
+    assert "image is 10x8 but its annotations are 12x8" in reasons["000000000005"]
+
+
+def test_coco_limit_resume_and_parent_root(coco_root):
+    ds = open_dataset("coco", coco_root.parent, limit=1)
+    assert ds.root == coco_root and ds.ids == ["000000000001"] and len(ds) == 1
+    assert [s.image_id for s in ds] == ["000000000001"] and ds.skipped == []
+    resumed = open_dataset("coco", coco_root)
+    assert list(resumed.iter_from(1)) == [] and [i for i, _ in resumed.skipped] == ["000000000003", "000000000004", "000000000005"]
+
+
+def test_coco_broken_folders(coco_root, tmp_path):
+    with pytest.raises(DatasetError, match=r"no annotations/instances_train2017\.json found"):
+        open_dataset("coco", coco_root, split="train2017")
+    (coco_root / "val2017").rename(coco_root / "elsewhere")
+    with pytest.raises(DatasetError, match=r"val2017: image folder missing"):
+        open_dataset("coco", coco_root)
+    (coco_root / "images").mkdir()
+    (coco_root / "elsewhere").rename(coco_root / "images" / "val2017")
+    assert len(open_dataset("coco", coco_root)) == 4  # ROOT/images/val2017 is accepted
+    (coco_root / "annotations" / "instances_val2017.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not a readable COCO instances file"):
+        open_dataset("coco", coco_root)
+
+
+def test_coco_without_pycocotools_says_how_to_install(coco_root, monkeypatch):
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
+    with pytest.raises(DatasetError, match=r'pip install "eclip\[coco\]"'):
+        open_dataset("coco", coco_root)
