@@ -48,6 +48,7 @@ class LabelPngDataset(EvalDataset):
     classnames_file = "voc"
 
     def __init__(self, root: str | Path, split: str = "val", limit: int | None = None) -> None:
+        """`split` names a file of `split_dir` ("val", "train", "trainval") or is the path of a split file (*.txt)."""
         root = self.locate(root)
         for folder in ("JPEGImages", self.label_dir):
             if not (root / folder).is_dir():
