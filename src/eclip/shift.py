@@ -8,69 +8,50 @@ sections 2 and 4), per (image, class present in it), on the map min-max normalis
   negative for an opposite visualization;
 - foreground IoU at the best threshold: the map binarised at one threshold for the whole set
   (grid 0.00..1.00 step 0.05, chosen to maximise the mean), IoU with the class mask;
-- zero-shot accuracy of the model's own pooled embedding (multi-label top-1, as
+- pointing game: the map's peak on the object;
+- zero-shot accuracy of the model's own pooled embedding (multi-label top-1,
   `eclip.metrics.zeroshot`), so a fix of the map that costs recognition shows.
-This is the library side of `eclip shift` and of the ECLIP ablation (`bench/eclip_ablation.py`).
+The numbers come from `eclip.metrics` through the same `MetricSuite` and map normalisation as
+`eclip evaluate` (`eclip.evaluation`), so the two commands agree on the same maps. This module is
+the library side of `eclip shift` and of the ECLIP ablation (`bench/eclip_ablation.py`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from eclip.data.sample import Sample
+from eclip.evaluation.maps import to_image_size
+from eclip.evaluation.suite import MetricSuite
 from eclip.methods.base import Method
+from eclip.metrics.semantic_shift import ScoreContrast
 from eclip.models.adapter import DenseCLIP
 from eclip.prompts import encode_prompts
 
-THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
-
-@dataclass
 class ShiftAccumulator:
-    """Streaming state of the shift metrics over (image, class) pairs; `compute()` summarises.
+    """The shift numbers of (image, class) pairs, streamed through `eclip.metrics` (the one implementation).
 
-    Direction: contrast and IoU higher is better, inverted rate lower is better.
+    A thin view of `MetricSuite` without the perturbation metrics; `compute()` keeps the names
+    `eclip shift` reports. Direction: contrast, IoU and pointing higher is better, inverted rate lower.
     """
 
-    contrasts: list[float] = field(default_factory=list)
-    intersections: list[np.ndarray] = field(default_factory=list)
-    unions: list[np.ndarray] = field(default_factory=list)
-    pointing: list[bool] = field(default_factory=list)
+    def __init__(self, threshold_step: float = 0.05) -> None:
+        self.suite = MetricSuite(threshold_step, deletion_steps=None)
 
-    def update(self, score: np.ndarray, mask: np.ndarray, ignore: np.ndarray | None = None) -> None:
-        """One pair: `score` (H, W) in [0, 1], `mask` (H, W) bool, `ignore` (H, W) bool or None."""
-        valid = np.ones_like(mask, dtype=bool) if ignore is None else ~ignore
-        inside, outside = score[mask & valid], score[~mask & valid]
-        if inside.size == 0 or outside.size == 0:
-            return
-        self.contrasts.append(float(inside.mean() - outside.mean()))
-        binary = score[valid][None, :] >= THRESHOLDS[:, None]
-        target = mask[valid][None, :]
-        self.intersections.append((binary & target).sum(axis=1))
-        self.unions.append((binary | target).sum(axis=1))
-        self.pointing.append(bool(mask[np.unravel_index(np.argmax(np.where(valid, score, -1)), score.shape)]))
+    def update(self, score, mask, ignore=None) -> None:
+        """Pairs: `score` (H, W) or (N, H, W) in [0, 1], `mask` the same shape, bool; `ignore` (H, W) bool or None."""
+        self.suite.update_pairs(score, mask, ignore)
 
     def compute(self) -> dict[str, float]:
-        n = len(self.contrasts)
-        if n == 0:
+        s = self.suite.scores()
+        if not s["n_pairs"]:
             return {"pairs": 0}
-        ious = np.stack(self.intersections) / np.maximum(np.stack(self.unions), 1)
-        per_threshold = ious.mean(axis=0)
-        best = int(per_threshold.argmax())
-        contrasts = np.asarray(self.contrasts)
-        return {
-            "pairs": n,
-            "inverted_rate": float((contrasts < 0).mean()),
-            "score_contrast": float(contrasts.mean()),
-            "fg_iou": float(per_threshold[best]),
-            "threshold": float(THRESHOLDS[best]),
-            "pointing": float(np.mean(self.pointing)),
-        }
+        return {"pairs": s["n_pairs"], "inverted_rate": s["inverted_rate"], "score_contrast": s["msc"] / 100, "fg_iou": s["fg_iou"],
+                "threshold": s["threshold"], "pointing": s["pointing_game"]}
 
 
 def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int = 3) -> list[Sample]:
@@ -100,7 +81,7 @@ def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 def measure(
     model: DenseCLIP,
     methods: dict[str, Method],
-    samples: Iterable[Sample],
+    samples: Sequence[Sample],
     classnames: Sequence[str],
     templates: str | Sequence[str] | None = "single",
     batch_size: int = 32,
@@ -108,25 +89,23 @@ def measure(
     """Shift metrics of each method's maps on `samples`, and the model's zero-shot accuracy.
 
     Every class of `classnames` is one text (prompt `templates`); each class present in an image
-    is explained on its own. Returns {method name: metrics, "zero_shot": {top1, n}}.
+    is explained on its own, its map resized to the image and min-max normalised as `eclip
+    evaluate` does. Returns {method name: metrics, "zero_shot": {top1, n, ...}}.
     """
+    from eclip.metrics.zeroshot import zero_shot_accuracy
+
     text = encode_prompts(model, list(classnames), templates)
     accumulators = {name: ShiftAccumulator() for name in methods}
-    hits = total = 0
     for batch in _batches(samples, batch_size):
         images = model.preprocess([s.image for s in batch])
-        predicted = (F.normalize(model.encode_image(images).float(), dim=-1) @ text.T).argmax(dim=-1).tolist()
-        hits += sum(classnames[p] in s.masks for s, p in zip(batch, predicted))
-        total += len(batch)
         for name, method in methods.items():
-            scores = method.explain(model, images, text, text_labels=list(classnames)).scores
+            raw = method.explain(model, images, text, text_labels=list(classnames)).raw
             for i, sample in enumerate(batch):
-                full = F.interpolate(scores[i : i + 1], size=sample.size, mode="bilinear", align_corners=False)[0]
-                full = full.clamp(0, 1).cpu().numpy()
-                for cls, mask in sample.masks.items():
-                    accumulators[name].update(full[classnames.index(cls)], mask, sample.ignore)
+                present = list(sample.masks)
+                maps = to_image_size(raw[i, [classnames.index(c) for c in present]], sample.size).cpu()
+                accumulators[name].update(maps, np.stack([sample.masks[c] for c in present]), sample.ignore)
     out = {name: acc.compute() for name, acc in accumulators.items()}
-    out["zero_shot"] = {"top1": hits / max(1, total), "n": total}
+    out["zero_shot"] = zero_shot_accuracy(model, samples, classnames, templates, batch_size=batch_size)
     return out
 
 
@@ -158,13 +137,12 @@ def shift_figure(
         for c, (title, model, method) in enumerate(panels, start=1):
             with torch.no_grad():
                 text = encode_prompts(model, list(classnames), templates)
-                scores = method.explain(model, model.preprocess([sample.image]), text, text_labels=list(classnames)).scores
-            heat = F.interpolate(scores[:, classnames.index(cls)][None], size=sample.size, mode="bilinear",
-                                 align_corners=False)[0, 0].clamp(0, 1).cpu().numpy()
+                raw = method.explain(model, model.preprocess([sample.image]), text, text_labels=list(classnames)).raw
+            heat = to_image_size(raw[0, [classnames.index(cls)]], sample.size).cpu()
+            contrast = ScoreContrast.contrasts(heat, sample.masks[cls][None])
             axes[r, c].imshow(rgb)
-            axes[r, c].imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            mask = sample.masks[cls]
-            axes[r, c].set_title(f"{title}\nin-out {heat[mask].mean() - heat[~mask].mean():+.2f}", fontsize=7)
+            axes[r, c].imshow(heat[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[r, c].set_title(f"{title}\nin-out {float(contrast[0]) if len(contrast) else float('nan'):+.2f}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()

@@ -137,11 +137,14 @@ def pair_tensors(
     return maps, masks, valid
 
 
+def defined_pairs(masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the pairs with at least one valid pixel of the class and one valid background pixel."""
+    return (masks & valid).flatten(1).any(1) & (~masks & valid).flatten(1).any(1)
+
+
 def keep_defined(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Drop the pairs without a valid foreground or background pixel: -> maps, masks, valid, number dropped."""
-    fg = (masks & valid).flatten(1).any(1)
-    bg = (~masks & valid).flatten(1).any(1)
-    keep = fg & bg
+    keep = defined_pairs(masks, valid)
     dropped = int((~keep).sum())
     if dropped:
         maps, masks, valid = maps[keep], masks[keep], valid[keep]

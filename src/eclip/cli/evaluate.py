@@ -1,0 +1,98 @@
+"""`eclip evaluate`: score explanation maps against a dataset's masks; one record per (dataset, model, method)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from eclip.cli.app import app
+
+
+def init_distributed(device: str) -> str:
+    """Join the `torchrun` process group when WORLD_SIZE > 1; returns the device this rank uses.
+
+    gloo on CPU, nccl on CUDA (each rank on GPU LOCAL_RANK).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return device
+
+
+@app.command("evaluate")
+def evaluate_command(
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="voc, coco, context or synthetic (a folder `eclip synth` wrote)."),
+    root: Path = typer.Option(..., "--root", help="The dataset folder (e.g. VOCdevkit/VOC2012, the COCO folder, an `eclip synth` folder)."),
+    model: list[str] = typer.Option(None, "--model", "-m",
+                                    help="Model(s) to explain; repeat for several (default synth-vit, none with --maps)."),
+    method: list[str] = typer.Option(["itsm"], "--method", help="Explanation method(s), each run on every model (see `eclip methods`)."),
+    maps: Path = typer.Option(None, "--maps", help="Also score maps made by any tool: DIR/<image_id>.npz, one (H, W) array in "
+                                                   "[0, 1] per present class name."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip model names."),
+    limit: int = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
+    out: Path = typer.Option(Path("eclip-eval/results.json"), "--out", "-o", help="OUT.json; OUT.csv and OUT.md are written next to it."),
+    template: str = typer.Option(None, "--template", help="Prompt template set or template with {} (default: imagenet, "
+                                                          "the 80 CLIP templates; single for synthetic)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    threshold_step: float = typer.Option(0.05, "--threshold-step", help="Step of the IoU threshold grid 0..1."),
+    pointing_tolerance: int = typer.Option(0, "--pointing-tolerance", min=0, help="Pointing-game tolerance in pixels "
+                                                                                   "(Zhang et al. 2016 used 15 at 224 px)."),
+    perturbation: bool = typer.Option(True, "--perturbation/--no-perturbation",
+                                      help="Compute deletion / insertion AUC (2 x steps forward passes per pair)."),
+    deletion_steps: int = typer.Option(10, "--deletion-steps", min=1, help="Steps of the deletion / insertion curves."),
+    baseline: str = typer.Option("blur", "--perturbation-baseline", help="What removed pixels become: blur or mean (colour)."),
+    score: str = typer.Option("cosine", "--perturbation-score", help="Score deletion / insertion follow: cosine (image-text) "
+                                                                     "or probability (softmax over the classes)."),
+    perturbation_batch: int = typer.Option(64, "--perturbation-batch", min=1, help="Perturbed images per forward pass."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial.json."),
+    checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=1, help="Write OUT.partial.json every N batches."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Explain every class present in each image with each model x method and score the maps.
+
+    Metrics (ECLIP.md section 4): foreground IoU and binary mIoU at the threshold of the grid that
+    maximises the mean foreground IoU (reported), mean score contrast mSC (percent), inverted rate,
+    pointing game, and deletion / insertion AUC of the image-text cosine. Images stream in batches
+    (memory bounded by one batch); unreadable images and bad masks are counted skips. Under
+    `torchrun --nproc_per_node N eclip evaluate ...` each process takes every N-th image and the
+    metrics are summed at the end. Writes OUT.json (one record per dataset x model x method),
+    OUT.csv and OUT.md; OUT.partial.json holds the progress until the run completes.
+    """
+    from eclip.evaluation import EvalConfig, evaluate, partial_path, write_results
+    from eclip.evaluation.output import markdown_table
+    from eclip.evaluation.runner import world_info
+
+    models = list(model) if model else ([] if maps is not None else ["synth-vit"])
+    device = init_distributed(device)
+    config = EvalConfig(dataset=dataset, root=root, models=models, methods=list(method), maps_dir=maps, pretrained=pretrained,
+                        limit=limit, templates=template, batch_size=batch_size, device=device, threshold_step=threshold_step,
+                        pointing_tolerance=pointing_tolerance, perturbation=perturbation, deletion_steps=deletion_steps,
+                        perturbation_baseline=baseline, perturbation_score=score, perturbation_batch=perturbation_batch,
+                        checkpoint_every=checkpoint_every)
+    rank, world = world_info()
+    partial = partial_path(out, rank, world)
+    records = evaluate(config, partial=partial, resume=resume, progress=progress)
+    if rank == 0:
+        paths = write_results(records, out)
+        typer.echo(markdown_table(records))
+        for r in records:
+            if r.get("error"):
+                typer.echo(f"eclip: {r['model']} / {r['method']}: {r['error']}", err=True)
+            if r.get("skipped") or r.get("missing"):
+                first = (r["skipped_examples"] or r["missing_examples"] or [""])[0]
+                typer.echo(f"eclip: {r['model']} / {r['method']}: skipped {r['skipped']} image(s), {r['missing']} pair(s) "
+                           f"without a map; e.g. {first}", err=True)
+        typer.echo(f"wrote {paths['json']}, {paths['csv'].name}, {paths['md'].name}")
+    partial.unlink(missing_ok=True)

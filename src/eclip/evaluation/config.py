@@ -1,0 +1,99 @@
+"""What one evaluation run is: dataset, maps to score, and the protocol's options (ECLIP.md section 4)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eclip.errors import EclipError
+
+#: Prompt templates per dataset: CLIP's 80 ImageNet templates for the photo datasets (Radford et al.
+#: 2021, arXiv 2103.00020, the "standard template ensemble"); the synthetic scenes use the single
+#: template the bundled models are evaluated with ("a photo of a {}.").
+DEFAULT_TEMPLATES = {"voc": "imagenet", "coco": "imagenet", "context": "imagenet", "synthetic": "single"}
+
+SCORES = ("cosine", "probability")
+
+
+class EvaluationError(EclipError):
+    """An evaluation that cannot run as asked (bad option, maps folder missing, resume file that does not fit)."""
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: every model x every method (and optionally a folder of maps) on one dataset.
+
+    Attributes:
+        dataset, root: the dataset name (`eclip.data.registry.DATASETS`) and its folder.
+        models: model names or folders (`eclip.models.loading.load_model`); may be empty with `maps_dir`.
+        methods: explanation methods (`eclip methods`), each run on every model.
+        maps_dir: a folder of `<image_id>.npz` maps made by any tool, scored as one more "model".
+        pretrained: open_clip tag or checkpoint for open_clip model names.
+        limit: evaluate only the first `limit` images of the dataset.
+        templates: prompt template set or template; None picks `DEFAULT_TEMPLATES[dataset]`.
+        batch_size: images per forward pass.
+        device: torch device of the models.
+        threshold_step: step of the IoU threshold grid 0..1.
+        pointing_tolerance: pointing-game tolerance in pixels (0: the peak pixel itself).
+        perturbation: compute deletion / insertion AUC (costly: 2 x steps forwards per pair).
+        deletion_steps: S, points of the deletion / insertion curves minus one.
+        perturbation_baseline: "blur" or "mean" (see `eclip.metrics.faithfulness`).
+        perturbation_score: "cosine" (image-text cosine) or "probability" (softmax over the classes).
+        perturbation_batch: perturbed images per forward pass.
+        checkpoint_every: write the partial-results file every this many batches.
+    """
+
+    dataset: str
+    root: Path
+    models: list[str] = field(default_factory=lambda: ["synth-vit"])
+    methods: list[str] = field(default_factory=lambda: ["itsm"])
+    maps_dir: Path | None = None
+    pretrained: str | None = None
+    limit: int | None = None
+    templates: str | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    threshold_step: float = 0.05
+    pointing_tolerance: int = 0
+    perturbation: bool = True
+    deletion_steps: int = 10
+    perturbation_baseline: str = "blur"
+    perturbation_score: str = "cosine"
+    perturbation_batch: int = 64
+    checkpoint_every: int = 20
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.maps_dir = None if self.maps_dir is None else Path(self.maps_dir)
+        problems = []
+        if not self.models and self.maps_dir is None:
+            problems.append("nothing to evaluate: give --model (with --method) or --maps DIR")
+        if self.models and not self.methods:
+            problems.append("no --method given for the models")
+        if self.batch_size < 1 or self.perturbation_batch < 1 or self.checkpoint_every < 1:
+            problems.append("--batch-size, --perturbation-batch and --checkpoint-every must be >= 1")
+        if self.limit is not None and self.limit < 0:
+            problems.append(f"--limit {self.limit} must be >= 0")
+        if self.deletion_steps < 1:
+            problems.append(f"--deletion-steps {self.deletion_steps} must be >= 1")
+        if self.perturbation_baseline not in ("blur", "mean"):
+            problems.append(f"--perturbation {self.perturbation_baseline!r} must be blur or mean")
+        if self.perturbation_score not in SCORES:
+            problems.append(f"--perturbation-score {self.perturbation_score!r} must be one of {', '.join(SCORES)}")
+        if self.pointing_tolerance < 0:
+            problems.append(f"--pointing-tolerance {self.pointing_tolerance} must be >= 0")
+        if problems:
+            raise EvaluationError("; ".join(problems))
+
+    @property
+    def template_set(self) -> str:
+        """The templates actually used: the option, or the dataset's default."""
+        return self.templates or DEFAULT_TEMPLATES.get(self.dataset.lower(), "imagenet")
+
+    def fingerprint(self, n_images: int, world: int, rank: int) -> dict:
+        """What must not change between an interrupted run and its resumption (batch sizes may)."""
+        skip = {"batch_size", "perturbation_batch", "checkpoint_every", "device"}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        out.update(root=str(self.root.resolve()), maps_dir=None if self.maps_dir is None else str(self.maps_dir.resolve()),
+                   templates=self.template_set, n_images=n_images, world=world, rank=rank)
+        return out

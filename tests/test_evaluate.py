@@ -1,0 +1,204 @@
+"""`eclip evaluate` on tiny synthetic folders with tiny models: contract keys, --maps, resume, sharding, skips, report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import RN_CFG, TEXT_CFG, VIT_CFG, make_open_clip
+from PIL import Image
+from typer.testing import CliRunner
+
+import eclip.cli as cli
+from eclip.data.synthetic import SceneConfig, write_dataset
+from eclip.evaluation import EvalConfig, Evaluation, EvaluationError, evaluate, partial_path, read_results
+from eclip.evaluation.output import CONTRACT
+from eclip.evaluation.suite import MetricSuite
+from eclip.metrics import PointingGame, ScoreContrast, ThresholdIoU
+from eclip.models.folder import save_model_folder
+
+FAST = {"deletion_steps": 1, "batch_size": 3}
+
+
+def tiny_model(folder: Path, arch: str) -> Path:
+    vision = VIT_CFG if arch == "vit" else {**RN_CFG, "image_size": 64}
+    config = {"arch": arch, "open_clip": {"embed_dim": 24, "vision_cfg": dict(vision), "text_cfg": dict(TEXT_CFG)},
+              "preprocess": {"image_size": vision["image_size"], "mean": [0.5] * 3, "std": [0.25] * 3}}
+    model = make_open_clip("vit") if arch == "vit" else _tiny_resnet(vision)
+    return save_model_folder(folder / f"tiny-{arch}", model, config)
+
+
+def _tiny_resnet(vision: dict) -> torch.nn.Module:
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    return CLIP(embed_dim=24, vision_cfg=dict(vision), text_cfg=dict(TEXT_CFG)).eval()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synth"), n=7, seed=5, config=SceneConfig(image_size=40, max_clutter=1))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {arch: tiny_model(folder, arch) for arch in ("vit", "resnet")}
+
+
+def run(*args: str) -> object:
+    result = CliRunner().invoke(cli.app, ["evaluate", *args, "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_evaluate_writes_the_contracted_records(synth, models, tmp_path, arch):
+    out = tmp_path / "res.json"
+    run("--dataset", "synthetic", "--root", str(synth), "--model", str(models[arch]), "--method", "itsm", "--method", "maskclip",
+        "--limit", "5", "--deletion-steps", "2", "-o", str(out))
+    records = json.loads(out.read_text())
+    assert [(r["dataset"], r["model"], r["method"]) for r in records] == [("synthetic", str(models[arch]), m) for m in ("itsm", "maskclip")]
+    for r in records:
+        assert set(CONTRACT) <= set(r) and r["n_images"] == 5 and r["n_pairs"] >= 5 and r["skipped"] == 0
+        assert 0 <= r["fg_iou"] <= 1 and 0 <= r["miou"] <= 1 and -100 <= r["msc"] <= 100 and 0 <= r["threshold"] <= 1
+        assert 0 <= r["inverted_rate"] <= 1 and 0 <= r["pointing_game"] <= 1
+        assert -1 <= r["deletion_auc"] <= 1 and -1 <= r["insertion_auc"] <= 1 and len(r["deletion_curve"]) == 3
+    assert out.with_suffix(".csv").read_text().startswith(",".join(CONTRACT))
+    assert "| synthetic |" in out.with_suffix(".md").read_text() and not partial_path(out).exists()
+
+
+def test_a_method_undefined_for_the_architecture_gives_an_empty_record(synth, models, tmp_path):
+    out = tmp_path / "res.json"
+    run("--root", str(synth), "--model", str(models["resnet"]), "--method", "rollout", "--limit", "2", "--no-perturbation",
+        "-o", str(out))
+    (record,) = json.loads(out.read_text())
+    assert record["n_pairs"] == 0 and record["fg_iou"] is None and "not defined for resnet" in record["error"]
+
+
+def _hand_maps(sample) -> dict[str, np.ndarray]:
+    """Maps with known content: a softened copy of each mask (min 0, max 1), one class inverted."""
+    out = {}
+    for j, (cls, mask) in enumerate(sample.masks.items()):
+        m = np.where(mask, 0.8, 0.1).astype(np.float32)
+        m[0, 0], m[-1, -1] = 0.0, 1.0
+        out[cls] = 1 - m if j == 1 else m
+    return out
+
+
+def test_maps_folder_scores_equal_the_metrics_on_those_maps(synth, tmp_path):
+    from eclip.data.registry import open_dataset
+
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    iou, contrast, pointing = ThresholdIoU(), ScoreContrast(), PointingGame()
+    missing = 0
+    for i, sample in enumerate(open_dataset("synthetic", synth)):
+        maps = _hand_maps(sample)
+        if i == 0:
+            missing += len(maps)  # no file at all
+            continue
+        if i == 1 and len(maps) > 1:
+            maps.pop(next(iter(maps)))  # one class left out
+            missing += 1
+        np.savez(maps_dir / f"{sample.image_id}.npz", **maps)
+        for cls, m in maps.items():
+            for metric in (iou, contrast, pointing):
+                metric.update(m, sample.masks[cls])
+    out = tmp_path / "res.json"
+    run("--root", str(synth), "--maps", str(maps_dir), "-o", str(out))
+    (record,) = json.loads(out.read_text())
+    assert record["model"] == f"maps:{maps_dir}" and record["method"] == "maps" and record["missing"] == missing
+    assert record["deletion_auc"] is None and record["insertion_auc"] is None
+    expected = {**iou.compute(), **contrast.compute(), **pointing.compute()}
+    for key in ("n_pairs", "threshold", "fg_iou", "miou", "msc", "inverted_rate", "pointing_game"):
+        assert record[key] == pytest.approx(expected[key]), key
+
+
+def test_maps_with_the_wrong_shape_are_counted_not_fatal(synth, tmp_path):
+    from eclip.data.registry import open_dataset
+
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    for sample in open_dataset("synthetic", synth, limit=2):
+        np.savez(maps_dir / f"{sample.image_id}.npz", **{c: np.zeros((3, 3)) for c in sample.masks})
+    records = evaluate(EvalConfig("synthetic", synth, models=[], maps_dir=maps_dir, limit=2), progress=False)
+    assert records[0]["n_pairs"] == 0 and records[0]["missing"] > 0 and "shape (3, 3)" in records[0]["missing_examples"][0]
+    with pytest.raises(EvaluationError, match="no such folder of maps"):
+        evaluate(EvalConfig("synthetic", synth, models=[], maps_dir=tmp_path / "nowhere"), progress=False)
+
+
+def test_resume_after_an_interruption_equals_one_pass(synth, models, tmp_path, monkeypatch):
+    from eclip.evaluation.sources import ModelSource
+
+    config = EvalConfig("synthetic", synth, models=[str(models["vit"])], methods=["itsm", "gradcam"], checkpoint_every=1, **FAST)
+    whole = evaluate(config, progress=False)
+    partial = tmp_path / "res.partial.json"
+    original, calls = ModelSource.update, []
+
+    def crash_on_third_batch(self, batch, suites):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, suites)
+
+    monkeypatch.setattr(ModelSource, "update", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, partial=partial, progress=False)
+    saved = json.loads(partial.read_text())["sources"][f"model:{models['vit']}"]
+    assert saved["done"] == 6 and not saved["complete"]
+    monkeypatch.setattr(ModelSource, "update", original)
+    resumed = evaluate(config, partial=partial, resume=True, progress=False)
+    assert len(resumed) == len(whole) == 2
+    for got, want in zip(resumed, whole):
+        assert got.keys() == want.keys()
+        for key in set(want) - {"seconds"}:
+            numbers = isinstance(want[key], float) or (isinstance(want[key], list) and want[key] and isinstance(want[key][0], float))
+            if numbers:
+                assert np.allclose(got[key], want[key], rtol=1e-9, atol=1e-12), key
+            else:
+                assert got[key] == want[key], key
+    with pytest.raises(EvaluationError, match="different evaluation"):
+        evaluate(EvalConfig("synthetic", synth, models=[str(models["vit"])], limit=3), partial=partial, resume=True, progress=False)
+
+
+def test_shards_add_up_to_one_pass(synth, models, tmp_path):
+    config = EvalConfig("synthetic", synth, models=[str(models["vit"])], methods=["itsm"], **FAST)
+    whole = evaluate(config, progress=False)[0]
+    merged = None
+    for rank in range(2):
+        shard = Evaluation(config, partial=tmp_path / f"p{rank}.json", progress=False)
+        shard.rank, shard.world, shard.indices = rank, 2, list(range(rank, 7, 2))
+        shard.run()
+        state = json.loads((tmp_path / f"p{rank}.json").read_text())["sources"][f"model:{models['vit']}"]["suites"]["itsm"]
+        suite = MetricSuite(deletion_steps=1).load_json(state)
+        merged = suite if merged is None else merged.merge(suite)
+    scores = merged.scores()
+    for key in CONTRACT[3:] + ("n_images",):
+        assert scores[key] == pytest.approx(whole[key]), key
+
+
+def test_a_broken_image_is_a_counted_skip(models, tmp_path):
+    root = write_dataset(tmp_path / "s", n=4, seed=2, config=SceneConfig(image_size=40))
+    (root / "images" / "000002.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "res.json"
+    result = run("--root", str(root), "--model", str(models["vit"]), "--no-perturbation", "-o", str(out))
+    (record,) = json.loads(out.read_text())
+    assert record["skipped"] == 1 and record["n_images"] == 3 and "000002" in record["skipped_examples"][0]
+    assert "skipped 1 image" in result.output
+
+
+def test_report_writes_figure_and_page_with_overlays(synth, models, tmp_path):
+    out = tmp_path / "res.json"
+    run("--root", str(synth), "--model", str(models["vit"]), "--limit", "3", "--deletion-steps", "2", "-o", str(out))
+    assert read_results([out])[0]["method"] == "itsm"
+    report = tmp_path / "report"
+    result = CliRunner().invoke(cli.app, ["report", str(out), "-o", str(report), "--dataset", "synthetic", "--root", str(synth),
+                                          "--examples", "2"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    html = (report / "index.html").read_text()
+    assert "metrics.png" in html and "<table" in html and html.count("<img") >= 3
+    assert Image.open(report / "metrics.png").size[0] > 300
+    assert len(list((report / "overlays").glob("*.png"))) == 2
