@@ -31,6 +31,8 @@ def test_exif_orientation_is_applied(tmp_path):
     loaded = pixels(load_image(tmp_path / "phone.png"))
     assert loaded.shape == (6, 4, 3)
     assert tuple(loaded[0, 3]) == (255, 0, 0) and loaded.sum() == 255
+    stored = pixels(load_image(tmp_path / "phone.png", upright=False))  # the grid dataset masks are drawn on
+    assert stored.shape == (4, 6, 3) and tuple(stored[0, 0]) == (255, 0, 0)
 
 
 def test_grayscale_and_sixteen_bit(tmp_path):

@@ -31,10 +31,12 @@ def _fail(path: Path, reason: str, fix: str) -> ImageLoadError:
     return ImageLoadError(f"{path}: {reason}; {fix}")
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, upright: bool = True) -> Image.Image:
     """Decode `path` into an upright RGB image detached from the file.
 
-    EXIF orientation is applied; grayscale and palette images become RGB; transparency (RGBA, LA,
+    EXIF orientation is applied (`upright=False` keeps the stored pixel grid, which is what
+    dataset masks are drawn on, so a rotated photo stays aligned with its mask); grayscale and
+    palette images become RGB; transparency (RGBA, LA,
     palette with a transparent index) is composited on white, as viewers show it; 16-bit and
     32-bit integer images are scaled from their full range (65535) to 8 bits, float images from
     [0, 1] when they fit there; CMYK and YCbCr go through Pillow's conversion. Multi-frame files
@@ -57,7 +59,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
                     raise _fail(path, f"{width}x{height} pixels is above the limit of {max_pixels} "
                                       "(a possible decompression bomb)", "resize the image, or raise max_pixels if you trust it")
                 im.load()
-                image = _upright(im, path)
+                image = _upright(im, path) if upright else im
                 return _to_rgb(image, path)
     except ImageLoadError:
         raise

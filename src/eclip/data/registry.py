@@ -146,11 +146,12 @@ def read_split(path: Path, layout: str) -> list[str]:
 
 
 def load_rgb(path: Path, image_id: str) -> Image.Image:
-    """`load_image`, with a bad file turned into a counted skip of `image_id`."""
+    """`load_image` on the stored pixel grid (masks are drawn on it, EXIF rotation would misalign
+    them), with a bad file turned into a counted skip of `image_id`."""
     from eclip.data.images import load_image
 
     try:
-        return load_image(path)
+        return load_image(path, upright=False)
     except EclipError as err:
         raise SkippedImage(image_id, str(err).split("; ")[0]) from err
 
