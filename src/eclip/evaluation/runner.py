@@ -22,7 +22,6 @@ from eclip.evaluation.config import EvalConfig, EvaluationError
 from eclip.evaluation.partial import load_partial, save_partial
 from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Prepared, Source
 from eclip.evaluation.suite import MetricSuite
-from eclip.metrics.base import defined_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +50,12 @@ def prepare(sample, classnames: list[str]) -> Prepared | str:
     if sample.ignore is not None and np.shape(sample.ignore) != size:
         return f"ignore mask has shape {np.shape(sample.ignore)}, the image is {size}"
     classes = list(sample.masks)
-    masks = torch.from_numpy(np.stack([np.asarray(sample.masks[c], dtype=bool) for c in classes]))
-    ignore = None if sample.ignore is None else torch.from_numpy(np.asarray(sample.ignore, dtype=bool))
-    valid = torch.ones_like(masks) if ignore is None else (~ignore).expand_as(masks)
-    return Prepared(sample.image_id, sample.image, [lookup[c] for c in classes], classes, masks, ignore,
-                    defined_pairs(masks, valid).tolist())
+    masks = np.stack([np.asarray(sample.masks[c], dtype=bool) for c in classes])
+    ignore = None if sample.ignore is None else np.asarray(sample.ignore, dtype=bool)
+    valid = ~ignore if ignore is not None else np.ones(size, dtype=bool)
+    defined = [bool((m & valid).any() and (~m & valid).any()) for m in masks]  # as metrics.base.defined_pairs
+    return Prepared(sample.image_id, sample.image, [lookup[c] for c in classes], classes, torch.from_numpy(masks),
+                    None if ignore is None else torch.from_numpy(ignore), defined)
 
 
 def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> Iterator[tuple[list[Prepared], list[str], int]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,50 @@ def make_scorer(model, text: torch.Tensor, kind: str = "cosine") -> Scorer:
     return score
 
 
+@contextmanager
+def cpu_threads(n: int = 1) -> Iterator[None]:
+    """Run the block with `n` intra-op CPU threads, then restore the setting.
+
+    The metrics are many small operations on CPU tensors; with several threads each one is a
+    thread-pool round trip, which costs more than it saves, and far more when the cores are busy
+    with other work (measured: 3x slower metrics on 2 shared cores). The model keeps all threads.
+    """
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def same_size_groups(batch: Sequence[Prepared], max_pixels: int = 1 << 23) -> list[list[int]]:
+    """Indices of `batch` grouped by image size, each group at most `max_pixels` pair-pixels.
+
+    The metrics of a group are one call on (P, H, W) tensors instead of one call per image: far
+    fewer small operations (each a thread-pool round trip), with memory still bounded.
+    """
+    groups: dict[tuple[int, int], list[list[int]]] = {}
+    for i, p in enumerate(batch):
+        chunks = groups.setdefault(p.size, [[]])
+        used = sum(len(batch[j].classes) for j in chunks[-1]) * p.size[0] * p.size[1]
+        if chunks[-1] and used + len(p.classes) * p.size[0] * p.size[1] > max_pixels:
+            chunks.append([])
+        chunks[-1].append(i)
+    return [chunk for chunks in groups.values() for chunk in chunks]
+
+
+def stack_pairs(group: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (P, H, W) masks of same-size samples, and their ignore masks repeated per pair (None if none has one)."""
+    masks = torch.cat([p.masks for p in group])
+    if all(p.ignore is None for p in group):
+        return masks, None
+    ignore = [torch.zeros(p.size, dtype=torch.bool) if p.ignore is None else p.ignore for p in group]
+    return masks, torch.cat([m[None].expand(len(p.classes), -1, -1) for m, p in zip(ignore, group)])
+
+
 class ModelSource(Source):
     """One model, explained by each of `config.methods`."""
 
@@ -133,10 +178,13 @@ class ModelSource(Source):
             if name not in suites:
                 continue
             maps = explainer.explain(self.model, images, self.text, text_labels=self.classnames)
-            pairs = []
-            for i, p in enumerate(batch):
-                suites[name].update_pairs(to_image_size(maps.raw[i, p.class_index], p.size).cpu(), p.masks, p.ignore)
-                pairs += [(i, k) for k, ok in zip(p.class_index, p.defined) if ok]
+            raw = maps.raw.cpu()
+            with cpu_threads(1):
+                for group in same_size_groups(batch):
+                    selected = torch.cat([raw[i, batch[i].class_index] for i in group])
+                    masks, ignore = stack_pairs([batch[i] for i in group])
+                    suites[name].update_pairs(to_image_size(selected, batch[group[0]].size), masks, ignore)
+            pairs = [(i, k) for i, p in enumerate(batch) for k, ok in zip(p.class_index, p.defined) if ok]
             if self.config.perturbation and pairs:
                 deletion, insertion = perturbation_curves(
                     self.scorer, images, maps.scores, torch.tensor(pairs), steps=self.config.deletion_steps,
@@ -162,5 +210,6 @@ class FolderSource(Source):
             suite.counts.update(images=1, missing=len(missing))
             keep = [j for j, cls in enumerate(p.classes) if cls in found]
             if keep:
-                maps = to_image_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
-                suite.update_pairs(maps, p.masks[keep], p.ignore)
+                with cpu_threads(1):
+                    maps = to_image_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
+                    suite.update_pairs(maps, p.masks[keep], p.ignore)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from eclip.metrics.base import Metric
+from eclip.metrics.base import Metric, keep_defined, pair_tensors
 from eclip.metrics.faithfulness import Deletion, Insertion
 from eclip.metrics.localization import PointingGame, ThresholdIoU, threshold_grid
 from eclip.metrics.semantic_shift import ScoreContrast
@@ -52,8 +52,9 @@ class MetricSuite:
 
     def update_pairs(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None) -> None:
         """One image's pairs: maps (P, H, W) in [0, 1], masks (P, H, W) bool, ignore (H, W) bool or None."""
+        pairs = keep_defined(*pair_tensors(maps, masks, ignore))  # checked once for the three
         for key in ("iou", "contrast", "pointing"):
-            self.metrics[key].update(maps, masks, ignore)
+            self.metrics[key].update_defined(*pairs)
 
     def update_curves(self, deletion: torch.Tensor, insertion: torch.Tensor) -> None:
         """(P, S + 1) deletion and insertion curves."""

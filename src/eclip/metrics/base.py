@@ -98,6 +98,36 @@ class Metric(ABC):
         """The metric's numbers from the state so far (NaN when nothing was seen)."""
 
 
+class PairMetric(Metric):
+    """A metric of (image, class) pairs: maps (N, H, W) in [0, 1], class masks (N, H, W), ignored pixels.
+
+    `update` checks and batches the pairs (`pair_tensors`), drops the degenerate ones
+    (`keep_defined`, counted in `degenerate`) and hands the rest to `update_defined`, which
+    subclasses implement. Callers that feed several pair metrics the same pairs check them once
+    and call `update_defined` on each (as `eclip.evaluation.suite.MetricSuite` does).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("count", 0.0)
+        self.add_state("degenerate", 0.0)
+
+    def update(self, maps, masks, ignore=None) -> None:
+        """Add pairs: maps (N, H, W) or (H, W) in [0, 1], masks the same shape (bool), ignore (H, W) / (N, H, W) bool or None."""
+        self.update_defined(*keep_defined(*pair_tensors(maps, masks, ignore)))
+
+    def update_defined(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, dropped: int = 0) -> None:
+        """Add checked pairs (the output of `keep_defined`): maps (N, H, W) float, masks and valid (N, H, W) bool."""
+        self._add("degenerate", dropped)
+        if maps.shape[0]:
+            self._update(maps, masks, valid)
+            self._add("count", maps.shape[0])
+
+    @abstractmethod
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add N >= 1 defined pairs to the sums (`count` and `degenerate` are kept by the base)."""
+
+
 def as_tensor(x: torch.Tensor | np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A CPU tensor from a tensor or numpy array (no copy when possible)."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))

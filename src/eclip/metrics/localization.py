@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from eclip.metrics.base import Metric, keep_defined, nan_if_empty, pair_tensors
+from eclip.metrics.base import PairMetric, nan_if_empty
 
 
 def threshold_grid(step: float = 0.05) -> torch.Tensor:
@@ -22,7 +22,7 @@ def threshold_grid(step: float = 0.05) -> torch.Tensor:
     return torch.tensor(np.round(np.arange(n + 1) * step, 6), dtype=torch.float32)
 
 
-class ThresholdIoU(Metric):
+class ThresholdIoU(PairMetric):
     """Foreground IoU and binary mIoU of maps binarised at the best threshold of a grid.
 
     For a threshold t, pair i's prediction is P_i(t) = {p valid : map_i(p) >= t}; with its mask
@@ -53,20 +53,14 @@ class ThresholdIoU(Metric):
         self.thresholds = grid
         self.add_state("fg_sum", torch.zeros(len(grid)))
         self.add_state("bg_sum", torch.zeros(len(grid)))
-        self.add_state("count", 0.0)
-        self.add_state("degenerate", 0.0)
 
-    def update(self, maps, masks, ignore=None) -> None:
-        """Add pairs: maps (N, H, W) in [0, 1], masks (N, H, W) bool, ignore (H, W) / (N, H, W) bool or None."""
-        maps, masks, valid, dropped = keep_defined(*pair_tensors(maps, masks, ignore))
-        self._add("degenerate", dropped)
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
         n, t = maps.shape[0], len(self.thresholds)
-        if n == 0:
-            return
         # level = how many thresholds are <= the value: the pixel is foreground for thresholds 0..level-1
-        level = torch.searchsorted(self.thresholds, maps.reshape(n, -1).contiguous(), right=True)
-        kind = torch.where(valid, masks.long() + 1, 0).reshape(n, -1)  # 0 ignored, 1 background, 2 object
-        index = (torch.arange(n)[:, None] * 3 + kind) * (t + 1) + level
+        level = torch.searchsorted(self.thresholds, maps.reshape(n, -1).contiguous(), right=True, out_int32=True)
+        kind = (masks.to(torch.int32) + 1).mul_(valid).reshape(n, -1)  # 0 ignored, 1 background, 2 object
+        offset = torch.arange(n, dtype=torch.int32)[:, None] * (3 * (t + 1))
+        index = kind.mul_(t + 1).add_(level).add_(offset)  # bin of (pair, kind, level)
         hist = torch.bincount(index.reshape(-1), minlength=n * 3 * (t + 1)).view(n, 3, t + 1).double()
         at_or_above = hist.flip(-1).cumsum(-1).flip(-1)[..., 1:]  # (n, 3, t): pixels predicted foreground at t
         tp, fp = at_or_above[:, 2], at_or_above[:, 1]
@@ -74,7 +68,6 @@ class ThresholdIoU(Metric):
         fn, tn = pos - tp, neg - fp
         self._add("fg_sum", (tp / (tp + fp + fn)).sum(0))
         self._add("bg_sum", (tn / (tn + fn + fp)).sum(0))
-        self._add("count", n)
 
     def curve(self) -> dict[str, list[float]]:
         """Mean foreground and background IoU at every threshold of the grid."""
@@ -93,7 +86,7 @@ class ThresholdIoU(Metric):
         return {**out, "threshold": round(float(self.thresholds[best]), 6), "fg_iou": fg, "miou": (fg + bg) / 2}
 
 
-class PointingGame(Metric):
+class PointingGame(PairMetric):
     """Share of pairs whose map peaks on the object: the pointing game.
 
         hit_i = [ exists q in M_i with |q - argmax_{p valid} map_i(p)| <= r ],  pointing = mean_i hit_i
@@ -118,16 +111,9 @@ class PointingGame(Metric):
         disc = dy**2 + dx**2 <= r * r
         self._offsets = torch.stack([dy[disc], dx[disc]], dim=1)  # (M, 2), (0, 0) included
         self.add_state("hits", 0.0)
-        self.add_state("count", 0.0)
-        self.add_state("degenerate", 0.0)
 
-    def update(self, maps, masks, ignore=None) -> None:
-        """Add pairs: maps (N, H, W), masks (N, H, W) bool, ignore (H, W) / (N, H, W) bool or None."""
-        maps, masks, valid, dropped = keep_defined(*pair_tensors(maps, masks, ignore))
-        self._add("degenerate", dropped)
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
         n, h, w = maps.shape
-        if n == 0:
-            return
         peak = maps.masked_fill(~valid, float("-inf")).reshape(n, -1).argmax(dim=1)
         y, x = peak // w, peak % w
         ys = y[:, None] + self._offsets[None, :, 0]
@@ -136,7 +122,6 @@ class PointingGame(Metric):
         flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1))
         target = (masks & valid).reshape(n, -1).gather(1, flat) & inside
         self._add("hits", target.any(dim=1).sum())
-        self._add("count", n)
 
     def compute(self) -> dict[str, float]:
         """{pointing_game, n_pairs}."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from eclip.metrics.base import Metric, keep_defined, nan_if_empty, pair_tensors
+from eclip.metrics.base import PairMetric, keep_defined, nan_if_empty, pair_tensors
 
 
-class ScoreContrast(Metric):
+class ScoreContrast(PairMetric):
     """Mean score contrast (mSC, percent) and inverted rate over (image, class) pairs.
 
     For pair i with map S_i in [0, 1] (min-max normalised over the image), class mask M_i and
@@ -34,27 +34,26 @@ class ScoreContrast(Metric):
         super().__init__()
         self.add_state("contrast_sum", 0.0)
         self.add_state("inverted", 0.0)
-        self.add_state("count", 0.0)
-        self.add_state("degenerate", 0.0)
 
     @staticmethod
     def contrasts(maps, masks, ignore=None) -> torch.Tensor:
         """(N,) float64 contrasts c_i of the defined pairs (degenerate ones dropped)."""
         maps, masks, valid, _ = keep_defined(*pair_tensors(maps, masks, ignore))
-        maps = maps.double()
-        fg, bg = (masks & valid).double(), (~masks & valid).double()
-        inside = (maps * fg).flatten(1).sum(1) / fg.flatten(1).sum(1)
-        outside = (maps * bg).flatten(1).sum(1) / bg.flatten(1).sum(1)
-        return inside - outside
+        return ScoreContrast._contrasts(maps, masks, valid)
 
-    def update(self, maps, masks, ignore=None) -> None:
-        """Add pairs: maps (N, H, W) in [0, 1], masks (N, H, W) bool, ignore (H, W) / (N, H, W) bool or None."""
-        maps, masks, valid = pair_tensors(maps, masks, ignore)
-        c = self.contrasts(maps, masks, ~valid)
-        self._add("degenerate", maps.shape[0] - c.numel())
+    @staticmethod
+    def _contrasts(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        fg, valid = (masks & valid).flatten(1), valid.flatten(1)
+        flat = maps.flatten(1)
+        n_fg, n_valid = fg.sum(1), valid.sum(1)
+        inside = (flat * fg).sum(1, dtype=torch.float64)
+        total = (flat * valid).sum(1, dtype=torch.float64)
+        return inside / n_fg - (total - inside) / (n_valid - n_fg)
+
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+        c = self._contrasts(maps, masks, valid)
         self._add("contrast_sum", c.sum())
         self._add("inverted", (c < 0).sum())
-        self._add("count", c.numel())
 
     def compute(self) -> dict[str, float]:
         """{msc (percent), score_contrast (fraction), inverted_rate, n_pairs}."""
