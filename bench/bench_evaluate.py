@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--deletion-steps", type=int, default=10, help="steps of deletion / insertion (0: off in the memory runs)")
     parser.add_argument("--throughput-n", type=int, default=1000, help="images for the throughput comparison")
     parser.add_argument("--perturbation-n", type=int, default=100, help="images for the deletion / insertion timing (0: skip)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

@@ -78,6 +78,15 @@ def test_a_method_undefined_for_the_architecture_gives_an_empty_record(synth, mo
     assert record["n_pairs"] == 0 and record["fg_iou"] is None and "not defined for resnet" in record["error"]
 
 
+def test_localisation_scores_do_not_depend_on_the_perturbation_switch(synth, models):
+    config = {"models": [str(models["vit"])], "methods": ["itsm", "gradcam"], "limit": 3, **FAST}
+    with_curves = evaluate(EvalConfig("synthetic", synth, **config), progress=False)
+    without = evaluate(EvalConfig("synthetic", synth, perturbation=False, **config), progress=False)
+    for a, b in zip(with_curves, without):
+        assert b["deletion_auc"] is None and a["deletion_auc"] is not None
+        assert [a[k] for k in CONTRACT[3:10]] == [b[k] for k in CONTRACT[3:10]]
+
+
 def _hand_maps(sample) -> dict[str, np.ndarray]:
     """Maps with known content: a softened copy of each mask (min 0, max 1), one class inverted."""
     out = {}

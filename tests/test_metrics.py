@@ -246,3 +246,13 @@ def test_all_reduce_across_two_processes_equals_one_pass(tmp_path):
     queue = ctx.SimpleQueue()
     mp.start_processes(_all_reduce_worker, args=(2, f"file://{tmp_path / 'store'}", queue), nprocs=2, start_method="fork")
     assert queue.get() == pytest.approx(whole.compute())
+
+
+@pytest.mark.parametrize("cls", [ThresholdIoU, ScoreContrast, PointingGame])
+def test_an_empty_ignore_mask_equals_no_ignore_mask(cls):
+    maps, masks = _random_pairs(7)
+    masks[0] = False  # a degenerate pair, dropped by both paths
+    plain, ignoring = cls(), cls()
+    plain.update(maps, masks)
+    ignoring.update(maps, masks, torch.zeros(9, 11, dtype=torch.bool))
+    assert plain.compute() == ignoring.compute() and plain.compute()["n_pairs"] == 3

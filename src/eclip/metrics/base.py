@@ -116,16 +116,16 @@ class PairMetric(Metric):
         """Add pairs: maps (N, H, W) or (H, W) in [0, 1], masks the same shape (bool), ignore (H, W) / (N, H, W) bool or None."""
         self.update_defined(*keep_defined(*pair_tensors(maps, masks, ignore)))
 
-    def update_defined(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, dropped: int = 0) -> None:
-        """Add checked pairs (the output of `keep_defined`): maps (N, H, W) float, masks and valid (N, H, W) bool."""
+    def update_defined(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None, dropped: int = 0) -> None:
+        """Add checked pairs (the output of `keep_defined`): maps (N, H, W) float, masks (N, H, W) bool, valid the same or None (all)."""
         self._add("degenerate", dropped)
         if maps.shape[0]:
             self._update(maps, masks, valid)
             self._add("count", maps.shape[0])
 
     @abstractmethod
-    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
-        """Add N >= 1 defined pairs to the sums (`count` and `degenerate` are kept by the base)."""
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> None:
+        """Add N >= 1 defined pairs to the sums (`count` and `degenerate` are kept by the base); valid None: every pixel."""
 
 
 def as_tensor(x: torch.Tensor | np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -140,13 +140,14 @@ def pair_tensors(
     masks: torch.Tensor | np.ndarray,
     ignore: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check and batch (image, class) pairs: -> maps (N, H, W) float32, masks (N, H, W) bool, valid (N, H, W) bool.
+    """Check and batch (image, class) pairs: -> maps (N, H, W) float32, masks (N, H, W) bool, valid (N, H, W) bool or None.
 
     Args:
         maps: (N, H, W) or one (H, W) map, values in [0, 1].
         masks: the class masks, same shape, bool.
         ignore: pixels no metric may count (VOC's 255 border): (H, W) shared by all pairs, or
             (N, H, W), or None.
+    `valid` is None when nothing is ignored (the metrics then skip the masking work).
     Pairs that are degenerate (no valid pixel of the class, or no valid background pixel) have
     no defined contrast or IoU; `keep_defined` drops them.
     """
@@ -157,7 +158,7 @@ def pair_tensors(
     if maps.shape != masks.shape or maps.dim() != 3:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} must both be (N, H, W)")
     if ignore is None:
-        return maps, masks, torch.ones_like(masks)
+        return maps, masks, None
     ignore = as_tensor(ignore).bool()
     if ignore.dim() == 2:
         ignore = ignore[None]
@@ -167,17 +168,22 @@ def pair_tensors(
     return maps, masks, valid
 
 
-def defined_pairs(masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def defined_pairs(masks: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """(N,) bool: the pairs with at least one valid pixel of the class and one valid background pixel."""
+    if valid is None:
+        flat = masks.flatten(1)
+        return flat.any(1) & ~flat.all(1)
     return (masks & valid).flatten(1).any(1) & (~masks & valid).flatten(1).any(1)
 
 
-def keep_defined(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def keep_defined(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """Drop the pairs without a valid foreground or background pixel: -> maps, masks, valid, number dropped."""
     keep = defined_pairs(masks, valid)
     dropped = int((~keep).sum())
     if dropped:
-        maps, masks, valid = maps[keep], masks[keep], valid[keep]
+        maps, masks, valid = maps[keep], masks[keep], None if valid is None else valid[keep]
     return maps, masks, valid, dropped
 
 

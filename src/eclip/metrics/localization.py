@@ -54,11 +54,14 @@ class ThresholdIoU(PairMetric):
         self.add_state("fg_sum", torch.zeros(len(grid)))
         self.add_state("bg_sum", torch.zeros(len(grid)))
 
-    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> None:
         n, t = maps.shape[0], len(self.thresholds)
         # level = how many thresholds are <= the value: the pixel is foreground for thresholds 0..level-1
         level = torch.searchsorted(self.thresholds, maps.reshape(n, -1).contiguous(), right=True, out_int32=True)
-        kind = (masks.to(torch.int32) + 1).mul_(valid).reshape(n, -1)  # 0 ignored, 1 background, 2 object
+        kind = masks.to(torch.int32) + 1  # 0 ignored, 1 background, 2 object
+        if valid is not None:
+            kind.mul_(valid)
+        kind = kind.reshape(n, -1)
         offset = torch.arange(n, dtype=torch.int32)[:, None] * (3 * (t + 1))
         index = kind.mul_(t + 1).add_(level).add_(offset)  # bin of (pair, kind, level)
         hist = torch.bincount(index.reshape(-1), minlength=n * 3 * (t + 1)).view(n, 3, t + 1).double()
@@ -112,15 +115,17 @@ class PointingGame(PairMetric):
         self._offsets = torch.stack([dy[disc], dx[disc]], dim=1)  # (M, 2), (0, 0) included
         self.add_state("hits", 0.0)
 
-    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> None:
         n, h, w = maps.shape
-        peak = maps.masked_fill(~valid, float("-inf")).reshape(n, -1).argmax(dim=1)
+        if valid is not None:
+            maps, masks = maps.masked_fill(~valid, float("-inf")), masks & valid
+        peak = maps.reshape(n, -1).argmax(dim=1)
         y, x = peak // w, peak % w
         ys = y[:, None] + self._offsets[None, :, 0]
         xs = x[:, None] + self._offsets[None, :, 1]
         inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
         flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1))
-        target = (masks & valid).reshape(n, -1).gather(1, flat) & inside
+        target = masks.reshape(n, -1).gather(1, flat) & inside
         self._add("hits", target.any(dim=1).sum())
 
     def compute(self) -> dict[str, float]:

@@ -42,15 +42,20 @@ class ScoreContrast(PairMetric):
         return ScoreContrast._contrasts(maps, masks, valid)
 
     @staticmethod
-    def _contrasts(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        fg, valid = (masks & valid).flatten(1), valid.flatten(1)
+    def _contrasts(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         flat = maps.flatten(1)
-        n_fg, n_valid = fg.sum(1), valid.sum(1)
+        if valid is None:
+            fg, n_valid = masks.flatten(1), flat.shape[1]
+            total = flat.sum(1, dtype=torch.float64)
+        else:
+            fg, valid = (masks & valid).flatten(1), valid.flatten(1)
+            n_valid = valid.sum(1)
+            total = (flat * valid).sum(1, dtype=torch.float64)
+        n_fg = fg.sum(1)
         inside = (flat * fg).sum(1, dtype=torch.float64)
-        total = (flat * valid).sum(1, dtype=torch.float64)
         return inside / n_fg - (total - inside) / (n_valid - n_fg)
 
-    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+    def _update(self, maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> None:
         c = self._contrasts(maps, masks, valid)
         self._add("contrast_sum", c.sum())
         self._add("inverted", (c < 0).sum())
