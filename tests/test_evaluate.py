@@ -142,7 +142,7 @@ def test_maps_with_the_wrong_shape_are_counted_not_fatal(synth, tmp_path):
 def test_resume_after_an_interruption_equals_one_pass(synth, models, tmp_path, monkeypatch):
     from eclip.evaluation.sources import ModelSource
 
-    config = EvalConfig("synthetic", synth, models=[str(models["vit"])], methods=["itsm", "gradcam"], checkpoint_every=1, **FAST)
+    config = EvalConfig("synthetic", synth, models=[str(models["vit"])], methods=["itsm", "gradcam"], checkpoint_every=100, **FAST)
     whole = evaluate(config, progress=False)
     partial = tmp_path / "res.partial.json"
     original, calls = ModelSource.update, []
@@ -157,7 +157,7 @@ def test_resume_after_an_interruption_equals_one_pass(synth, models, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         evaluate(config, partial=partial, progress=False)
     saved = json.loads(partial.read_text())["sources"][f"model:{models['vit']}"]
-    assert saved["done"] == 6 and not saved["complete"]
+    assert saved["done"] == 6 and not saved["complete"]  # saved at the crash: the two complete batches
     monkeypatch.setattr(ModelSource, "update", original)
     resumed = evaluate(config, partial=partial, resume=True, progress=False)
     assert len(resumed) == len(whole) == 2

@@ -256,3 +256,14 @@ def test_an_empty_ignore_mask_equals_no_ignore_mask(cls):
     plain.update(maps, masks)
     ignoring.update(maps, masks, torch.zeros(9, 11, dtype=torch.bool))
     assert plain.compute() == ignoring.compute() and plain.compute()["n_pairs"] == 3
+
+
+def test_grid_levels_equal_a_binary_search_even_on_and_next_to_grid_points():
+    from eclip.metrics.localization import grid_levels
+
+    for step in (0.05, 0.01, 0.1):
+        grid = threshold_grid(step)
+        values = torch.cat([torch.rand(20000), grid, torch.nextafter(grid, torch.tensor(2.0)),
+                            torch.nextafter(grid, torch.tensor(-2.0)), torch.tensor([-0.5, 1.5, 0.0, 1.0])])
+        expected = torch.searchsorted(grid, values, right=True, out_int32=True)
+        assert torch.equal(grid_levels(values, grid, len(grid) - 1), expected)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eclip.errors import EclipError
 from eclip.evaluation.config import EvalConfig, EvaluationError
 from eclip.evaluation.partial import load_partial, save_partial
 from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Prepared, Source
@@ -69,6 +70,9 @@ def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> I
                 sample = dataset[index]
             except SkippedImage as err:
                 skips.append(f"{err.image_id}: {err.reason}")
+                continue
+            except (EclipError, OSError, ValueError) as err:  # a loader's unforeseen failure on one image: still a skip
+                skips.append(f"image #{index}: {type(err).__name__}: {err}")
                 continue
             prepared = prepare(sample, classnames)
             if isinstance(prepared, str):
@@ -135,26 +139,33 @@ class Evaluation:
         bar = tqdm(total=len(self.indices), initial=entry["done"], desc=f"evaluate {source.model_label}", unit="image",
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
         started = time.perf_counter()
-        for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.classnames, self.config.batch_size), 1):
-            if batch and active:
-                source.update(batch, active)
-            for suite in suites.values():
-                suite.counts.update(skipped=len(skips))
-            entry["skip_examples"] = (entry["skip_examples"] + skips)[:MAX_EXAMPLES]
-            entry["notes"] = (entry["notes"] + source.notes)[:MAX_EXAMPLES]
-            source.notes.clear()
-            entry["done"] += consumed
-            bar.update(consumed)
-            if step % self.config.checkpoint_every == 0:
-                self._save(entry, suites, started)
-                started = time.perf_counter()
-        bar.close()
+        good = {m: s.to_json() for m, s in suites.items()}  # the state after the last complete batch
+        try:
+            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.classnames, self.config.batch_size), 1):
+                if batch and active:
+                    source.update(batch, active)
+                for suite in suites.values():
+                    suite.counts.update(skipped=len(skips))
+                entry["skip_examples"] = (entry["skip_examples"] + skips)[:MAX_EXAMPLES]
+                entry["notes"] = (entry["notes"] + source.notes)[:MAX_EXAMPLES]
+                source.notes.clear()
+                entry["done"] += consumed
+                good = {m: s.to_json() for m, s in suites.items()}
+                bar.update(consumed)
+                if step % self.config.checkpoint_every == 0:
+                    self._save(entry, good, started)
+                    started = time.perf_counter()
+        except BaseException:  # killed or failed mid-batch: keep everything up to the last complete batch
+            self._save(entry, good, started)
+            raise
+        finally:
+            bar.close()
         entry["complete"] = True
-        self._save(entry, suites, started)
+        self._save(entry, good, started)
 
-    def _save(self, entry: dict, suites: dict[str, MetricSuite], started: float) -> None:
+    def _save(self, entry: dict, states: dict[str, dict], started: float) -> None:
         entry["seconds"] += time.perf_counter() - started
-        entry["suites"].update({m: s.to_json() for m, s in suites.items()})
+        entry["suites"].update(states)
         self._checkpoint()
 
     def run(self) -> list[dict]:
