@@ -2,8 +2,11 @@
 
 Writes a synthetic folder (`eclip synth`, 96 px) of max(--sizes) scenes to a temporary folder, then:
 - peak memory: for each size N, a fresh process runs the whole evaluation of the first N images
-  (ITSM, every metric including deletion / insertion) and reports its peak resident set size
-  (`ru_maxrss`); memory is flat when the numbers for 100 and 1000 images agree;
+  (ITSM, every metric including deletion / insertion; then again without deletion / insertion)
+  and reports its peak resident set size (`ru_maxrss`, which includes the ~530 MiB of `import
+  torch`); memory is flat when the numbers for 100 and 1000 images agree. (With deletion /
+  insertion glibc's heap can grow a few percent over a long run as forward passes of varying
+  batch size fragment it; `MALLOC_MMAP_THRESHOLD_=65536` shows the same peak at both sizes.);
 - throughput: in one process, the bare model forward over the dataset in the same batches
   (decode image and masks, preprocess, `encode_image`) against the evaluation loop over the same
   images (decode, preprocess, ITSM, resize, fg IoU / mIoU, mSC, inverted rate, pointing game;
@@ -56,7 +59,7 @@ def child_memory(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     config = EvalConfig("synthetic", args.root, models=[args.model], methods=["itsm"], limit=args.limit, batch_size=args.batch_size,
-                        deletion_steps=args.deletion_steps, perturbation=args.deletion_steps > 0)
+                        deletion_steps=max(args.deletion_steps, 1), perturbation=args.deletion_steps > 0)
     (record,) = evaluate(config, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"images": record["n_images"], "pairs": record["n_pairs"], "peak_rss_mib": round(peak, 1),
@@ -147,13 +150,15 @@ def main() -> None:
         root = write_dataset(tmp / "synth", n=n_max, seed=0, config=SceneConfig(image_size=96))
         print(f"wrote {n_max} synthetic scenes (96 px) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         model, described = model_for_bench(tmp)
-        memory = [peak_memory(root, model, n, args.batch_size, args.deletion_steps) for n in args.sizes]
+        memory = [peak_memory(root, model, n, args.batch_size, steps) | {"steps": steps}
+                  for steps in (args.deletion_steps, 0) for n in args.sizes]
         speed = throughput(root, model, args.throughput_n, args.batch_size, args.repeats, args.deletion_steps, args.perturbation_n)
 
     lines = [f"eclip evaluate on synthetic scenes, {described}, batch {args.batch_size}, CPU threads "
              f"{__import__('torch').get_num_threads()}, {platform.processor() or platform.machine()}", "",
-             f"| images | pairs | peak RSS (MiB) | seconds (all metrics, {args.deletion_steps} deletion steps) |", "|---:|---:|---:|---:|"]
-    lines += [f"| {m['images']} | {m['pairs']} | {m['peak_rss_mib']} | {m['seconds']} |" for m in memory]
+             "| metrics | images | pairs | peak RSS (MiB) | seconds |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {'all, ' + str(m['steps']) + ' deletion steps' if m['steps'] else 'localisation (--no-perturbation)'} | "
+              f"{m['images']} | {m['pairs']} | {m['peak_rss_mib']} | {m['seconds']} |" for m in memory]
     lines += ["", f"| images x runs | bare forward (img/s, best) | evaluation, localisation metrics (img/s, best) | ratio: median of "
               f"adjacent pairs (best / best) | evaluation with model loading (s) | with deletion/insertion, {args.deletion_steps} steps "
               "(img/s) |", "|---:|---:|---:|---:|---:|---:|",
