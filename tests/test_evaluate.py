@@ -189,14 +189,17 @@ def test_shards_add_up_to_one_pass(synth, models, tmp_path):
         assert scores[key] == pytest.approx(whole[key]), key
 
 
-def test_a_broken_image_is_a_counted_skip(models, tmp_path):
-    root = write_dataset(tmp_path / "s", n=4, seed=2, config=SceneConfig(image_size=40))
+def test_broken_images_missing_masks_and_unknown_class_ids_are_counted_skips(models, tmp_path):
+    root = write_dataset(tmp_path / "s", n=5, seed=2, config=SceneConfig(image_size=40))
     (root / "images" / "000002.png").write_bytes(b"\x89PNG broken")
+    (root / "masks" / "000003.png").unlink()
+    Image.fromarray(np.full((40, 40), 200, dtype=np.uint8)).save(root / "masks" / "000004.png")  # class id 200: no such class
     out = tmp_path / "res.json"
     result = run("--root", str(root), "--model", str(models["vit"]), "--no-perturbation", "-o", str(out))
     (record,) = json.loads(out.read_text())
-    assert record["skipped"] == 1 and record["n_images"] == 3 and "000002" in record["skipped_examples"][0]
-    assert "skipped 1 image" in result.output
+    assert record["skipped"] == 3 and record["n_images"] == 2 and record["n_pairs"] > 0
+    assert [e.split(":")[0] for e in record["skipped_examples"]] == ["000002", "000003", "000004"]
+    assert "skipped 3 image" in result.output
 
 
 def test_report_writes_figure_and_page_with_overlays(synth, models, tmp_path):
@@ -211,3 +214,11 @@ def test_report_writes_figure_and_page_with_overlays(synth, models, tmp_path):
     assert "metrics.png" in html and "<table" in html and html.count("<img") >= 3
     assert Image.open(report / "metrics.png").size[0] > 300
     assert len(list((report / "overlays").glob("*.png"))) == 2
+
+
+def test_a_folder_that_is_no_dataset_is_one_clear_error_before_any_work(tmp_path):
+    from eclip.errors import DatasetError
+
+    result = CliRunner().invoke(cli.app, ["evaluate", "--root", str(tmp_path), "--no-progress", "-o", str(tmp_path / "r.json")])
+    assert isinstance(result.exception, DatasetError) and "meta.json" in str(result.exception)
+    assert not (tmp_path / "r.json").exists()
