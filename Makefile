@@ -14,7 +14,7 @@ setup: $(STAMP)
 
 ## The main job on the bundled model: heat maps of the sample scenes in out/demo/
 demo: $(STAMP)
-	$(VENV)/bin/eclip explain --out out/demo
+	$(VENV)/bin/eclip demo --out out/demo
 
 ## The test suite (tiny seeded models and data; a few minutes on 2 cores)
 test: $(STAMP)

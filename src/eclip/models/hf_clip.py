@@ -47,7 +47,7 @@ class HFCLIPViT(ViTAdapter):
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     @property
     def patch_size(self) -> int:

@@ -11,7 +11,7 @@ class OpenClipTextMixin:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens)
