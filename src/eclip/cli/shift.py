@@ -47,7 +47,7 @@ def shift_command(
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip names."),
     method: list[str] = typer.Option(["itsm", "free_attention"], "--method", help="Maps to measure (see `eclip methods`)."),
     n: int = typer.Option(300, "--n", help="Images to use (0: all of DATA)."),
-    seed: int = typer.Option(4242, "--seed", help="Seed of the held-out synthetic scenes (training used --data-seed 1000)."),
+    seed: int = typer.Option(4242, "--seed", help="Seed of the held-out synthetic scenes (the bundled models trained on 1000 and 1001)."),
     scene_size: int = typer.Option(96, "--scene-size", help="Pixels per side of the held-out synthetic scenes."),
     template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
     figure: int = typer.Option(6, "--figure", help="Rows of the before/after figure (0: none)."),
