@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 BUNDLED = {
     "synth-vit": "ViT (patch 8, 96 px, class-token pooling) trained by eclip on synthetic scenes",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
-    "synth-vit-eclip": "synth-vit fine-tuned with ECLIP masked max pooling",
-    "synth-rn-eclip": "synth-rn fine-tuned with ECLIP masked max pooling",
+    "synth-vit-eclip": "synth-vit fine-tuned with the ablation's best pooling head (avg; see its RECIPE.md)",
+    "synth-rn-eclip": "synth-rn fine-tuned with the ablation's best pooling head (max; see its RECIPE.md)",
 }
 
 
