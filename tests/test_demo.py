@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 import eclip.cli as cli
 from eclip.cli.explain import samples_root
 from eclip.data.synthetic import SyntheticDataset
-from eclip.demo import mean_contrasts, score_contrast
+from eclip.demo import mean_contrasts
+from eclip.metrics.semantic_shift import ScoreContrast
 from eclip.models.loading import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def test_score_contrast_and_its_mean():
     heat[:2] = 1.0
     mask = np.zeros((4, 4), dtype=bool)
     mask[:2] = True
-    assert score_contrast(heat, mask) == 1.0
-    assert score_contrast(1 - heat, mask) == -1.0
+    assert ScoreContrast.contrasts(heat[None], mask[None]).tolist() == [1.0]
+    assert ScoreContrast.contrasts(1 - heat[None], mask[None]).tolist() == [-1.0]
     per_image = [{"star": {"a": 1.0, "b": -0.5}}, {"ring": {"a": 0.0, "b": 0.5}, "heart": {"a": 0.5, "b": 0.0}}]
     assert mean_contrasts(per_image) == {"a": 0.5, "b": 0.0}

@@ -18,6 +18,7 @@ the library side of `eclip shift` and of the ECLIP ablation (`bench/eclip_ablati
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,45 +110,47 @@ def measure(
     return out
 
 
+@dataclass
+class Panel:
+    """One column of a before/after figure: a model's map by one method, under a short title."""
+
+    title: str
+    model: DenseCLIP
+    method: Method
+
+
+def panel_maps(panel: Panel, sample: Sample, classes: Sequence[str], classnames: Sequence[str],
+               templates: str | Sequence[str] | None = "single") -> torch.Tensor:
+    """(len(classes), H, W) maps of `classes` for `sample`, every class name a text, as `measure` makes them."""
+    text = encode_prompts(panel.model, list(classnames), templates)
+    raw = panel.method.explain(panel.model, panel.model.preprocess([sample.image]), text, text_labels=list(classnames)).raw
+    return to_image_size(raw[0, [classnames.index(c) for c in classes]].detach(), sample.size).cpu()
+
+
+def pair_contrast(heat: torch.Tensor, sample: Sample, cls: str) -> float:
+    """Score contrast of one (image, class) map, NaN where the mask leaves no inside or outside."""
+    ignore = None if sample.ignore is None else sample.ignore[None]
+    contrast = ScoreContrast.contrasts(heat[None], sample.masks[cls][None], ignore)
+    return float(contrast[0]) if len(contrast) else float("nan")
+
+
 def shift_figure(
     samples: Sequence[Sample],
-    panels: Sequence[tuple[str, DenseCLIP, Method]],
+    panels: Sequence[Panel],
     classnames: Sequence[str],
     out: Path,
     templates: str | Sequence[str] | None = "single",
 ) -> Path:
     """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map.
 
-    `panels` are (title, model, method), e.g. ITSM of the vanilla model, ITSM of the ECLIP model,
-    and the free attention.
+    `panels` are e.g. ITSM of the vanilla model, ITSM of the ECLIP model, and the free attention.
     """
-    import matplotlib
+    from eclip.report.overlay import map_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols = len(samples), len(panels) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows), squeeze=False)
-    for r, sample in enumerate(samples):
+    rows = []
+    for sample in samples:
         cls = next(iter(sample.masks))
-        rgb = np.asarray(sample.image.convert("RGB"))
-        axes[r, 0].imshow(rgb)
-        axes[r, 0].contour(sample.masks[cls], levels=[0.5], colors="white", linewidths=1)
-        axes[r, 0].set_title(cls, fontsize=8)
-        for c, (title, model, method) in enumerate(panels, start=1):
-            with torch.no_grad():
-                text = encode_prompts(model, list(classnames), templates)
-                raw = method.explain(model, model.preprocess([sample.image]), text, text_labels=list(classnames)).raw
-            heat = to_image_size(raw[0, [classnames.index(cls)]], sample.size).cpu()
-            contrast = ScoreContrast.contrasts(heat, sample.masks[cls][None])
-            axes[r, c].imshow(rgb)
-            axes[r, c].imshow(heat[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            axes[r, c].set_title(f"{title}\nin-out {float(contrast[0]) if len(contrast) else float('nan'):+.2f}", fontsize=7)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+        heats = [panel_maps(panel, sample, [cls], classnames, templates)[0] for panel in panels]
+        rows.append((sample.image, sample.masks[cls], cls,
+                     [(f"{p.title}\nin-out {pair_contrast(h, sample, cls):+.2f}", h.numpy()) for p, h in zip(panels, heats)]))
+    return map_grid(rows, out)

@@ -32,9 +32,10 @@ def demo_command(
 
     from eclip.cli.explain import samples_root
     from eclip.data.synthetic import SyntheticDataset
-    from eclip.demo import Panel, mean_contrasts, story_figure
+    from eclip.demo import mean_contrasts, story_figure
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
+    from eclip.shift import Panel
 
     dataset = SyntheticDataset(data or samples_root())
     classnames = list(dataset.classnames)

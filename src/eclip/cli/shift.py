@@ -64,7 +64,7 @@ def shift_command(
     """
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
-    from eclip.shift import measure, shift_figure
+    from eclip.shift import Panel, measure, shift_figure
 
     samples, classnames, described = open_samples(data, n, seed, scene_size)
     methods = {name: get_method(name) for name in method}
@@ -79,9 +79,9 @@ def shift_command(
     (out / "shift.md").write_text(f"Semantic shift on {described}\n\n{table}\n")
     if figure:
         first = next(iter(methods))
-        panels = [(f"{name} · {first}", adapter, methods[first]) for name, adapter in models.items()]
+        panels = [Panel(f"{name} · {first}", adapter, methods[first]) for name, adapter in models.items()]
         if "free_attention" in methods and first != "free_attention":
             name, adapter = next(iter(models.items()))
-            panels.append((f"{name} · free attention", adapter, methods["free_attention"]))
+            panels.append(Panel(f"{name} · free attention", adapter, methods["free_attention"]))
         shift_figure(samples[:figure], panels, classnames, out / "shift.png", template)
     typer.echo(f"Semantic shift on {described}\n{table}\nwrote {out}/shift.json, shift.md" + (", shift.png" if figure else ""))

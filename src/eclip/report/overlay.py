@@ -48,3 +48,29 @@ def overlay_panels(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def map_grid(rows: Sequence[tuple[Image.Image, np.ndarray, str, Sequence[tuple[str, np.ndarray]]]], out: Path) -> Path:
+    """Write a PNG grid, one row per (image, mask, label, panels): the image with `mask` outlined
+    under `label`, then each (title, (H, W) map in [0, 1]) of `panels` over the image.
+
+    The before/after figures of `eclip shift` and `eclip demo` (every row has as many panels).
+    """
+    cols = 1 + max(len(panels) for *_, panels in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.1 * cols, 2.4 * len(rows)), squeeze=False, layout="constrained")
+    for ax_row, (image, mask, label, panels) in zip(axes, rows):
+        rgb = np.asarray(image.convert("RGB"))
+        ax_row[0].imshow(rgb)
+        ax_row[0].contour(mask, levels=[0.5], colors="white", linewidths=1)
+        ax_row[0].set_title(label, fontsize=8)
+        for ax, (title, heat) in zip(ax_row[1:], panels):
+            ax.imshow(rgb)
+            ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+            ax.set_title(title, fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
