@@ -1,20 +1,24 @@
-"""ECLIP ablation: pooling head x mask source x mask share, fine-tuned from a vanilla model, measured.
+"""ECLIP ablation: pooling head x mask source x mask share x variant, fine-tuned from a vanilla model, measured.
 
 For each setting this fine-tunes the starting model with `eclip train` (one subprocess per
-setting, one at a time; a setting whose folder is complete is not trained again, so a killed
-ablation resumes), then measures on held-out synthetic scenes (a seed training never used):
-zero-shot accuracy, foreground IoU at the best threshold, mean score contrast (mSC), inverted
-rate and pointing game of the ITSM (Li et al. 2022, arXiv 2209.07046). The starting model is
-measured too, with ITSM, MaskCLIP's value path (Zhou et al. 2022, arXiv 2112.01071) and the free
-attention, the training-free bars ECLIP has to beat. Writes OUT/ablation.md and OUT/ablation.json.
+setting, `--jobs` at a time; a setting whose folder is complete is not trained again, so a killed
+ablation resumes), then measures on two sets of held-out synthetic scenes (seeds training never
+used): the *validation* seed, on which settings are chosen, and the *test* seed, on which they
+are reported. Per set: zero-shot accuracy, foreground IoU at the best threshold, mean score
+contrast (mSC), inverted rate and pointing game of the ITSM (Li et al. 2022, arXiv 2209.07046).
+The starting model is measured too, with ITSM, MaskCLIP's value path (Zhou et al. 2022, arXiv
+2112.01071) and the free attention, the training-free bars ECLIP has to beat. Writes
+OUT/ablation.md and OUT/ablation.json.
 
 A setting is written `head[/source/share][+option...]`:
     attention | avg | max | masked_max/cls_attention/0.6 | masked_max/rollout/top0.3
 options: +normalized (max over L2-normalised features), +current (masks from the model being
-trained), +lastN (train only the last N image blocks + projection), +visual (image tower only).
+trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
++bgneg (background negatives), +objects (captions that name no background; with --objects-data
+the fine-tune reads those pairs), +lrX (learning rate X), +stepsN (N steps).
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
-        --settings attention avg max masked_max/cls_attention/0.6 masked_max/rollout/0.6
+        --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from eclip.data.synthetic import TEST_SEED, VALIDATION_SEED
 
 VIT_GRID = ["attention", "avg", "max", "max+normalized",
             "masked_max/cls_attention/0.4", "masked_max/cls_attention/0.6", "masked_max/cls_attention/0.8",
@@ -40,7 +46,8 @@ def parse_setting(spec: str) -> tuple[list[str], dict]:
     core, *options = spec.split("+")
     head, *rest = core.split("/")
     args = ["--pooling", head]
-    record = {"setting": spec, "pooling": head, "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-", "train": "all"}
+    record = {"setting": spec, "pooling": head, "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-", "train": "all",
+              "variant": "+".join(options) or "-"}
     if head == "masked_max":
         source = rest[0] if rest else "cls_attention"
         share = rest[1] if len(rest) > 1 else "0.6"
@@ -63,6 +70,14 @@ def parse_setting(spec: str) -> tuple[list[str], dict]:
         elif option == "visual":
             args += ["--train", "visual"]
             record["train"] = "visual"
+        elif option == "bgneg":
+            args += ["--background-negatives"]
+        elif option == "objects":
+            args += ["--captions", "objects"]
+        elif option.startswith("lr"):
+            args += ["--lr", str(float(option[2:]))]
+        elif option.startswith("steps"):
+            args += ["--steps", str(int(option[5:]))]
         else:
             raise SystemExit(f"unknown option +{option} in setting {spec!r}")
     return args, record
@@ -77,48 +92,102 @@ def eclip_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from eclip.cli import main; main()"]
 
 
-def fine_tune(model: str, spec: str, out: Path, common: list[str], log) -> tuple[float, list[str]]:
-    """Run `eclip train` for one setting unless its folder is complete; returns (seconds, command)."""
+def fine_tune_command(model: str, spec: str, out: Path, common: list[str], data: dict[str, str]) -> list[str] | None:
+    """The `eclip train` command of one setting, or None when its folder is complete (measured before).
+
+    Options a setting names (+lrX, +stepsN) come after `common`, so they win. `data` maps the
+    caption set ("all", "objects") to a `--data` value; a +objects setting reads the objects pairs.
+    """
+    if (out / "wall_s.txt").exists():
+        return None
     args, _ = parse_setting(spec)
-    command = eclip_command() + ["train", "--model", model, "--out", str(out), *args, *common]
-    if (out / "wall_s.txt").exists():  # complete: measured before
-        return float((out / "wall_s.txt").read_text()), command
+    captions = "objects" if "--captions" in args else "all"
+    source = ["--data", data[captions]] if data.get(captions) else []
+    if source and "--captions" in args:  # the pairs already carry the objects captions
+        i = args.index("--captions")
+        args = args[:i] + args[i + 2:]
+    command = eclip_command() + ["train", "--model", model, "--out", str(out), *common, *source, *args]
     if (out / "train_state.pt").exists():
         command.append("--resume")
-    print(f"[ablation] {' '.join(command)}", file=log, flush=True)
-    began = time.time()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.time() - began
-    (out / "wall_s.txt").write_text(f"{seconds:.1f}\n")
-    return seconds, command
+    return command
 
 
-def measure_model(path: str, methods: list[str], samples, classnames, batch_size: int) -> dict:
+def run_fine_tunes(jobs: list[tuple[Path, list[str]]], parallel: int, log) -> None:
+    """Run `eclip train` commands, `parallel` at a time; each records its wall time in wall_s.txt."""
+    running: list[tuple[Path, subprocess.Popen, float]] = []
+    queue = list(jobs)
+    failed = []
+    while queue or running:
+        while queue and len(running) < parallel:
+            out, command = queue.pop(0)
+            out.mkdir(parents=True, exist_ok=True)
+            print(f"[ablation] {' '.join(command)}", file=log, flush=True)
+            with open(out / "train.log", "w") as handle:
+                running.append((out, subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT), time.time()))
+        time.sleep(0.5)
+        for item in list(running):
+            out, process, began = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            if process.returncode == 0:
+                (out / "wall_s.txt").write_text(f"{time.time() - began:.1f}\n")
+            else:
+                failed.append(str(out))
+    if failed:
+        raise SystemExit(f"fine-tuning failed for {failed}; see train.log in each folder")
+
+
+def measure_model(path: str, methods: list[str], seeds: dict[str, int], n: int, size: int, device: str, threads: int) -> dict:
+    """{set name: shift metrics of `methods` and zero-shot} for one model, on `n` scenes of each seed."""
+    import torch
+
+    from eclip.data.synthetic import CLASSNAMES
     from eclip.methods.base import available_methods, get_method
     from eclip.models.loading import load_model
-    from eclip.shift import measure
+    from eclip.shift import measure, synthetic_samples
 
+    torch.set_num_threads(threads)
     known = available_methods()
     chosen = {m: get_method(m) for m in methods if m in known}
-    return measure(load_model(path), chosen, samples, classnames, "single", batch_size=batch_size)
+    model = load_model(path, device=device)
+    return {name: measure(model, chosen, synthetic_samples(seed, n, size), list(CLASSNAMES), "single", batch_size=100)
+            for name, seed in seeds.items()}
+
+
+def measure_all(jobs: list[tuple[str, list[str]]], args, size: int, parallel: int) -> list[dict]:
+    """`measure_model` of each (model, methods), `parallel` processes at a time, in order."""
+    seeds = {"validation": args.val_seed, "test": args.test_seed}
+    calls = [(path, methods, seeds, args.n, size, args.device, args.threads) for path, methods in jobs]
+    if parallel == 1:
+        return [measure_model(*call) for call in calls]
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(parallel) as pool:
+        return pool.starmap(measure_model, calls)
 
 
 def row(record: dict, result: dict, method: str, wall: float | None) -> dict:
-    metrics = result[method]
-    return {**record, "map": method, "zero_shot": result["zero_shot"]["top1"], "fg_iou": metrics["fg_iou"],
-            "threshold": metrics["threshold"], "score_contrast": metrics["score_contrast"],
-            "inverted_rate": metrics["inverted_rate"], "pointing": metrics["pointing"], "wall_s": wall}
+    """One table row: the setting and, per scene set (validation, test), the map's numbers."""
+    out = {**record, "map": method, "wall_s": wall}
+    for name, metrics in result.items():
+        m = metrics[method]
+        out[name] = {"zero_shot": metrics["zero_shot"]["top1"], "fg_iou": m["fg_iou"], "threshold": m["threshold"],
+                     "score_contrast": m["score_contrast"], "inverted_rate": m["inverted_rate"], "pointing": m["pointing"]}
+    return out
 
 
 def markdown(rows: list[dict], title: str) -> str:
     lines = [f"### {title}", "",
-             "| setting | map | pooling | mask source | mask | train | zero-shot | fg IoU (thr) | mSC | inverted | pointing | wall s |",
-             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| setting | map | zero-shot val / test | mSC val / test | fg IoU val / test | inverted val / test | pointing test | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if r.get("wall_s") else "-"
-        lines.append(f"| {r['setting']} | {r['map']} | {r['pooling']} | {r['mask_source']} | {r['mask']} | {r['train']} | "
-                     f"{100 * r['zero_shot']:.1f}% | {r['fg_iou']:.3f} ({r['threshold']:.2f}) | {r['score_contrast']:+.3f} | "
-                     f"{100 * r['inverted_rate']:.1f}% | {100 * r['pointing']:.1f}% | {wall} |")
+        v, t = r["validation"], r["test"]
+        lines.append(f"| {r['setting']} | {r['map']} | {100 * v['zero_shot']:.1f}% / {100 * t['zero_shot']:.1f}% | "
+                     f"{100 * v['score_contrast']:+.1f} / {100 * t['score_contrast']:+.1f} | "
+                     f"{v['fg_iou']:.3f} / {t['fg_iou']:.3f} | {100 * v['inverted_rate']:.1f}% / {100 * t['inverted_rate']:.1f}% | "
+                     f"{100 * t['pointing']:.1f}% | {wall} |")
     return "\n".join(lines)
 
 
@@ -132,53 +201,59 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1, help="Fine-tunes run at the same time.")
+    parser.add_argument("--device", default="cpu", help="Device of the fine-tunes and the measurements.")
+    parser.add_argument("--data", default=None, help="--data of every fine-tune (default: the synthetic stream).")
+    parser.add_argument("--objects-data", default=None, help="--data of +objects settings (pairs whose captions name no background).")
     parser.add_argument("--extra", default="", help="More `eclip train` arguments for every setting, e.g. '--weight-decay 0.05'.")
-    parser.add_argument("--n", type=int, default=300, help="Held-out scenes.")
-    parser.add_argument("--eval-seed", type=int, default=4242)
+    parser.add_argument("--n", type=int, default=300, help="Held-out scenes per set.")
+    parser.add_argument("--val-seed", type=int, default=VALIDATION_SEED, help="Scenes the settings are chosen on.")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="Scenes the settings are reported on.")
     parser.add_argument("--scene-size", type=int, default=None, help="Held-out scene size (default: the model's training scenes).")
     parser.add_argument("--eval-only", action="store_true", help="Measure the existing runs, train nothing.")
     args = parser.parse_args()
+    if args.val_seed == args.test_seed:
+        raise SystemExit("--val-seed and --test-seed must differ: settings are chosen on one and reported on the other")
 
     import torch
 
-    from eclip.data.synthetic import CLASSNAMES
     from eclip.models.loading import load_model
-    from eclip.shift import synthetic_samples
 
     torch.set_num_threads(args.threads)
     start = load_model(args.model)
     trained_on = (getattr(start, "config", None) or {}).get("training", {}).get("extra", {}).get("data", {})
     size = args.scene_size or int(trained_on.get("image_size") or start.image_size[0])
     settings = args.settings or (VIT_GRID if start.arch == "vit" else RESNET_GRID)
-    samples = synthetic_samples(args.eval_seed, args.n, size)
     args.out.mkdir(parents=True, exist_ok=True)
     common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup", str(args.warmup),
-              "--threads", str(args.threads), "--checkpoint-every", "100", *args.extra.split()]
+              "--threads", str(args.threads), "--checkpoint-every", "100", "--device", args.device, *args.extra.split()]
+    data = {"all": args.data, "objects": args.objects_data}
+
+    folders = {spec: args.out / "runs" / folder_name(spec) for spec in settings}
+    commands = {spec: fine_tune_command(args.model, spec, folder, common, data) for spec, folder in folders.items()}
+    if not args.eval_only:
+        with open(args.out / "commands.log", "a") as log:
+            run_fine_tunes([(folders[s], c) for s, c in commands.items() if c is not None], args.jobs, log)
 
     base = {"setting": "vanilla", "pooling": "attention", "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-",
-            "train": "-"}
-    vanilla = measure_model(args.model, ["itsm", "maskclip", "free_attention"], samples, list(CLASSNAMES), 32)
-    rows = [row(base, vanilla, m, None) for m in ("itsm", "maskclip", "free_attention") if m in vanilla]
-    commands = {}
-    with open(args.out / "commands.log", "a") as log:
-        for spec in settings:
-            folder = args.out / "runs" / folder_name(spec)
-            if args.eval_only and not (folder / "config.json").exists():
-                continue
-            wall, command = (0.0, []) if args.eval_only else fine_tune(args.model, spec, folder, common, log)
-            if (folder / "wall_s.txt").exists():
-                wall = float((folder / "wall_s.txt").read_text())
-            commands[spec] = " ".join(command)
-            _, record = parse_setting(spec)
-            result = measure_model(str(folder), ["itsm"], samples, list(CLASSNAMES), 32)
-            rows.append(row(record, result, "itsm", wall))
-            (args.out / "ablation.json").write_text(json.dumps({"model": args.model, "arch": start.arch, "eval": {
-                "seed": args.eval_seed, "n": args.n, "scene_size": size}, "train": common, "rows": rows, "commands": commands},
-                indent=2))
-            title = f"{start.arch}: fine-tuned from {args.model}, {args.steps} steps x {args.batch_size}, lr {args.lr}; " \
-                    f"{args.n} held-out scenes (seed {args.eval_seed}, {size} px)"
-            (args.out / "ablation.md").write_text(markdown(rows, title) + "\n")
-    print((args.out / "ablation.md").read_text() if (args.out / "ablation.md").exists() else markdown(rows, "vanilla"))
+            "train": "-", "variant": "-"}
+    reference = ["itsm", "maskclip", "free_attention"]
+    done = [spec for spec, folder in folders.items() if (folder / "wall_s.txt").exists()]
+    jobs = [(args.model, reference)] + [(str(folders[spec]), ["itsm"]) for spec in done]
+    results = measure_all(jobs, args, size, max(1, args.jobs))
+    rows = [row(base, results[0], m, None) for m in reference if m in results[0]["test"]]
+    for spec, result in zip(done, results[1:]):
+        _, record = parse_setting(spec)
+        rows.append(row(record, result, "itsm", float((folders[spec] / "wall_s.txt").read_text())))
+    (args.out / "ablation.json").write_text(json.dumps({
+        "model": args.model, "arch": start.arch, "eval": {"validation_seed": args.val_seed, "test_seed": args.test_seed,
+                                                          "n": args.n, "scene_size": size},
+        "train": common, "rows": rows,
+        "commands": {s: " ".join(c or []) for s, c in commands.items()}}, indent=2))
+    title = (f"{start.arch}: fine-tuned from {args.model}, {args.steps} steps x {args.batch_size}, lr {args.lr}; "
+             f"{args.n} held-out scenes per set (validation seed {args.val_seed}, test seed {args.test_seed}, {size} px)")
+    (args.out / "ablation.md").write_text(markdown(rows, title) + "\n")
+    print((args.out / "ablation.md").read_text())
 
 
 if __name__ == "__main__":

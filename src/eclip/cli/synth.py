@@ -19,6 +19,12 @@ def synth_command(
     min_objects: int = typer.Option(1, "--min-objects", min=1, help="Objects per scene, at least."),
     max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
     clutter: int = typer.Option(4, "--clutter", min=0, help="Distractor marks (lines, dots) per scene, at most; 0 for none."),
+    captions: str = typer.Option("all", "--captions", help="Caption templates: all, or objects (only those that name no background)."),
+    webdataset: bool = typer.Option(False, "--webdataset",
+                                    help="Write image-text pairs as WebDataset shards (OUT/shard-000000.tar, ...) for "
+                                         "`eclip train --data OUT`, instead of a dataset folder with masks."),
+    shard_size: int = typer.Option(10000, "--shard-size", min=1, help="Scenes per shard (--webdataset)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes writing shards in parallel (--webdataset)."),
 ) -> None:
     """Write OUT/images, OUT/masks (class index), OUT/instances, OUT/annotations.json and OUT/meta.json.
 
@@ -27,11 +33,21 @@ def synth_command(
     """
     from tqdm import tqdm
 
-    from eclip.data.synthetic import SceneConfig, write_dataset
+    from eclip.data.synthetic import CAPTION_SETS, SceneConfig, write_dataset
+    from eclip.errors import DatasetError
 
+    if captions not in CAPTION_SETS:
+        raise DatasetError(f"--captions {captions!r} is unknown; use one of {', '.join(CAPTION_SETS)}")
     config = SceneConfig(image_size=size, min_objects=min(min_objects, max_objects), max_objects=max_objects,
-                         max_clutter=clutter)
+                         max_clutter=clutter, caption_templates=CAPTION_SETS[captions])
     start = time.perf_counter()
+    if webdataset:
+        from eclip.data.shards import write_shards
+
+        shards = write_shards(out, n, seed, config, shard_size, workers)
+        typer.echo(f"wrote {n} scene-caption pairs in {len(shards)} shards (seed {seed}) to {out} "
+                   f"in {time.perf_counter() - start:.1f} s")
+        return
     with tqdm(total=n, desc="synth", unit="scene", file=sys.stderr) as bar:
         write_dataset(out, n, seed, config, progress=bar.update)
     seconds = time.perf_counter() - start

@@ -45,6 +45,11 @@ def train_command(
     mask_mass: float = typer.Option(0.6, "--mask-mass", help="Share of the attention mass the mask keeps."),
     mask_topk: float = typer.Option(0.3, "--mask-topk", help="Fraction of locations the top-k mask keeps."),
     mask_from: str = typer.Option("frozen", "--mask-from", help="Masks from a frozen copy of the starting model, or the current model."),
+    background_negatives: bool = typer.Option(False, "--background-negatives",
+                                              help="masked_max: each caption must also beat the background (the head pooled "
+                                                   "outside each mask) of every image of the batch (ours; see README, ECLIP variants)."),
+    captions: str = typer.Option("all", "--captions",
+                                 help="Synthetic captions: all templates, or objects (only those that name no background)."),
     train_part: str = typer.Option("all", "--train", help="What is updated: all, visual, or last:N (last N image blocks + projection)."),
     data: str = typer.Option("synthetic", "--data",
                              help="Pairs: synthetic, a CSV of image_path,caption, a folder of images + same-stem .txt, "
@@ -60,6 +65,9 @@ def train_command(
                                    help="Pixels per side of synthetic scenes and of file images "
                                         "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
     max_objects: int = typer.Option(3, "--max-objects", help="Objects per scene, at most."),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="Processes drawing synthetic scenes ahead of training (0: drawn in this process). "
+                                     "Drawing is the bottleneck on a GPU; the batches are the same with any number."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between atomic checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
@@ -69,6 +77,8 @@ def train_command(
     import torch
 
     from eclip.data.pairs import SyntheticPairs, open_pairs
+    from eclip.data.synthetic import CAPTION_SETS
+    from eclip.errors import ModelLoadError
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, simple_tokenizer, wrap
     from eclip.models.pooling import PoolingConfig
@@ -77,6 +87,9 @@ def train_command(
 
     if threads:
         torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     device, own_group = _init_distributed(device)
     head = PoolingConfig(head=pooling or ("masked_max" if model else "attention"), max_over=max_over, mask_source=mask_source,
                          mask_rule=mask_rule, mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from)
@@ -100,19 +113,27 @@ def train_command(
         size = scene_size or 96
     arch = base.get("arch", adapter.arch)
     trainable = trainable_filter(train_part, net, arch)
-    embedder = native_image_embedder if head.is_native else make_embedder(adapter, head)
-    data_record = {"kind": "synthetic", "seed": data_seed, "image_size": size, "max_objects": max_objects} if data == "synthetic" \
+    if captions not in CAPTION_SETS:
+        raise ModelLoadError(f"--captions {captions!r} is unknown; use one of {', '.join(CAPTION_SETS)}")
+    embedder = native_image_embedder if head.is_native and not background_negatives \
+        else make_embedder(adapter, head, background_negatives)
+    data_record = {"kind": "synthetic", "seed": data_seed, "image_size": size, "max_objects": max_objects, "captions": captions} \
+        if data == "synthetic" \
         else {"kind": "files", "path": data, "image_size": size}
-    source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, image_size=size, max_objects=max_objects))
+    source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, workers=workers, image_size=size,
+                                                                                   max_objects=max_objects,
+                                                                                   caption_templates=CAPTION_SETS[captions]))
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
                              checkpoint_every=checkpoint_every,
-                             extra={"data": data_record, "start": start, "train": train_part})
+                             extra={"data": data_record, "start": start, "train": train_part,
+                                    "loss": {"background_negatives": background_negatives}})
     record = {**base, "pooling": head.to_json()}
     rank = world()[0]
     try:
         result = train(net, record, source, tokenizer, out, settings, image_embedder=embedder, trainable=trainable,
                        resume=resume, batchnorm_eval=bool(model) and arch == "resnet")
     finally:
+        getattr(source, "close", lambda: None)()
         if own_group:
             torch.distributed.destroy_process_group()
     if rank != 0:

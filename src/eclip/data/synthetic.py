@@ -85,6 +85,20 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "a picture of {objects}",
 )
 
+#: The templates that name no background: captions that describe the objects only. A pooled
+#: embedding read from the foreground alone can match them (ECLIP ablation, `--captions objects`).
+OBJECT_CAPTION_TEMPLATES: tuple[str, ...] = tuple(t for t in CAPTION_TEMPLATES if "{background}" not in t)
+
+#: The caption sets `--captions` chooses from.
+CAPTION_SETS: dict[str, tuple[str, ...]] = {"all": CAPTION_TEMPLATES, "objects": OBJECT_CAPTION_TEMPLATES}
+
+#: Seeds of the streams the bundled models were trained on; every other seed is held out.
+TRAIN_SEEDS = (1000, 1001)
+#: Held-out scenes on which ECLIP's settings are chosen (the ablation's validation set).
+VALIDATION_SEED = 4242
+#: Held-out scenes on which results are reported (`eclip shift`'s default, the README tables).
+TEST_SEED = 777
+
 #: The zero-shot prompt template for the shape classes.
 PROMPT_TEMPLATE = "a photo of a {}."
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,29 +20,52 @@ import torch
 from eclip.errors import ModelLoadError
 from eclip.models.adapter import DenseCLIP
 from eclip.models.free_attention import MaskMaker
-from eclip.models.pooling import PoolingConfig, pool
+from eclip.models.pooling import PoolingConfig, max_pool, pool
+
+
+@dataclass
+class PooledWithNegatives:
+    """What an embedder returns when it also pools the background: the (N, D) foreground
+    embedding, the (N, D) background embedding used as extra negatives, and (N,) bool, False
+    where an image has no background (its mask covers every location)."""
+
+    pooled: torch.Tensor
+    negatives: torch.Tensor
+    valid: torch.Tensor
 
 
 class PooledEmbedder:
     """`image_embedder` for the training loop: the pooling head on the adapter's dense features.
 
     Called as `embedder(model, x)` with (N, 3, H, W) model-ready images, it returns (N, D). For
-    `masked_max` the max runs over the free-attention mask of each image (training only).
+    `masked_max` the max runs over the free-attention mask of each image (training only); with
+    `background_negatives` it also returns the same max over the locations outside the mask
+    (`PooledWithNegatives`), which the loss uses as negatives (`eclip.train.losses`).
     """
 
-    def __init__(self, adapter: DenseCLIP, config: PoolingConfig, masks: MaskMaker | None = None) -> None:
+    def __init__(self, adapter: DenseCLIP, config: PoolingConfig, masks: MaskMaker | None = None,
+                 background_negatives: bool = False) -> None:
         if config.head == "masked_max" and masks is None:
             raise ValueError("masked_max needs a MaskMaker")
+        if background_negatives and config.head != "masked_max":
+            raise ModelLoadError(f"--background-negatives needs --pooling masked_max (a mask to take the background from), "
+                                 f"not {config.head}")
         self.adapter = adapter
         self.config = config
         self.masks = masks
+        self.background_negatives = background_negatives
 
-    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor | PooledWithNegatives:
         if self.config.is_native:
             return model.encode_image(images)
         native, dense = self.adapter.pooled_and_dense(images)
         mask = self.masks(images) if self.config.head == "masked_max" else None
-        return pool(self.config, dense, native=native, mask=mask)
+        pooled = pool(self.config, dense, native=native, mask=mask)
+        if not self.background_negatives:
+            return pooled
+        background = ~mask
+        valid = background.flatten(1).any(dim=1)
+        return PooledWithNegatives(pooled, max_pool(dense, background, self.config.max_over), valid)
 
 
 def frozen_copy(adapter: DenseCLIP) -> DenseCLIP:
@@ -53,13 +77,13 @@ def frozen_copy(adapter: DenseCLIP) -> DenseCLIP:
                 mean=adapter.mean, std=adapter.std, context_length=adapter.context_length, count_tokens=adapter._count_tokens)
 
 
-def make_embedder(adapter: DenseCLIP, config: PoolingConfig) -> PooledEmbedder:
+def make_embedder(adapter: DenseCLIP, config: PoolingConfig, background_negatives: bool = False) -> PooledEmbedder:
     """The embedder of `config`: masks from a frozen copy of the starting model, or from the model itself."""
     masks = None
     if config.head == "masked_max":
         source = frozen_copy(adapter) if config.mask_from == "frozen" else adapter
         masks = MaskMaker(source, config)
-    return PooledEmbedder(adapter, config, masks)
+    return PooledEmbedder(adapter, config, masks, background_negatives)
 
 
 def _blocks(arch: str, names: list[str]) -> list[str]:

@@ -36,7 +36,9 @@ from eclip.train.losses import clip_loss
 
 log = logging.getLogger(__name__)
 
-ImageEmbedder = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+# (model, images) -> (N, D) pooled embeddings, or an object with `pooled`, `negatives` (N, D) and
+# `valid` (N,) bool for heads that also pool the background (`eclip.train.finetune.PooledWithNegatives`).
+ImageEmbedder = Callable[[torch.nn.Module, torch.Tensor], Any]
 
 
 @dataclass
@@ -150,8 +152,8 @@ def to_model_input(images: torch.Tensor, size: tuple[int, int], mean, std) -> to
     """(N, 3, h, w) in [0, 1] -> (N, 3, H, W) resized (bicubic) and normalised as the model expects."""
     if tuple(images.shape[-2:]) != tuple(size):
         images = F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
-    mean_t = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean_t) / std_t
 
 
@@ -220,10 +222,18 @@ def train(
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
         images, captions = batch_part(source, step, settings.batch_size, rank * local, (rank + 1) * local)
-        x = to_model_input(images, size, pre["mean"], pre["std"]).to(device)
-        img = gather_with_grad(F.normalize(image_embedder(model, x), dim=-1))
+        x = to_model_input(images.to(device, non_blocking=True), size, pre["mean"], pre["std"])
+        embedded = image_embedder(model, x)
+        negatives = valid = None
+        if isinstance(embedded, torch.Tensor):
+            img = embedded
+        else:  # a head that also pools the background (ECLIP with background negatives)
+            img = embedded.pooled
+            negatives = gather_with_grad(F.normalize(embedded.negatives, dim=-1))
+            valid = gather_with_grad(embedded.valid.float()).bool()
+        img = gather_with_grad(F.normalize(img, dim=-1))
         txt = gather_with_grad(F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1))
-        loss = clip_loss(img, txt, model.logit_scale.exp())
+        loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(trained)

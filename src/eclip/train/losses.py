@@ -1,7 +1,14 @@
-"""The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020).
+"""The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020), and ECLIP's background negatives.
 
 Symmetric InfoNCE over a batch of matched image-text pairs with a learned temperature: each
 image must pick its own caption among the batch's captions and each caption its own image.
+
+Background negatives (ours, an ECLIP variant): ECLIP's masked max pooling (Li et al. 2022, arXiv
+2209.07046) sends gradient only to the masked-in (foreground) locations, so nothing pushes the
+background's similarity to the text down, and the similarity map keeps preferring the background.
+With `image_negatives` each caption must also pick its own image's foreground embedding over the
+background embeddings of every image of the batch (the same head pooled over the locations
+outside each mask): the text-to-image softmax runs over N foregrounds and N backgrounds.
 """
 from __future__ import annotations
 
@@ -9,16 +16,36 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    image_negatives: torch.Tensor | None = None,
+    negatives_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """(N, D) normalised image and text features of N matched pairs, scalar scale -> scalar loss.
 
     Identical captions in one batch (common with templated captions) are all counted as
     positives, so the loss never asks the model to separate two identical texts.
+
+    Args:
+        image_negatives: (N, D) normalised extra image-side negatives (background embeddings);
+            they join the text-to-image softmax only.
+        negatives_valid: (N,) bool, False where an image has no negative (its mask covers every
+            location); such columns are left out.
     """
     logits = logit_scale * image_features @ text_features.T
     targets = _soft_targets(text_features)
     loss_i = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
-    loss_t = torch.sum(-targets.T * F.log_softmax(logits.T, dim=1), dim=1).mean()
+    logits_t = logits.T
+    targets_t = targets.T
+    if image_negatives is not None:
+        extra = logit_scale * text_features @ image_negatives.T
+        if negatives_valid is not None:
+            extra = extra.masked_fill(~negatives_valid[None, :], -1e4)
+        logits_t = torch.cat([logits_t, extra], dim=1)
+        targets_t = torch.cat([targets_t, torch.zeros_like(extra)], dim=1)
+    loss_t = torch.sum(-targets_t * F.log_softmax(logits_t, dim=1), dim=1).mean()
     return (loss_i + loss_t) / 2
 
 
