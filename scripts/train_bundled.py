@@ -73,7 +73,7 @@ def run_all(commands: dict[str, list[str]], logs: Path, timeout: float | None = 
         except subprocess.TimeoutExpired:
             for other in running.values():
                 other.kill()
-            raise SystemExit(f"{name} ran past its time; see {logs}")
+            raise SystemExit(f"{name} ran past its time; see {logs}") from None
         walls[name] = time.time() - began
         if process.returncode:
             raise SystemExit(f"{name} failed (exit {process.returncode}); see {logs / (name + '.log')}")
