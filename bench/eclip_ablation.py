@@ -14,7 +14,7 @@ A setting is written `head[/source/share][+option...]`:
     attention | avg | max | masked_max/cls_attention/0.6 | masked_max/rollout/top0.3
 options: +normalized (max over L2-normalised features), +current (masks from the model being
 trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
-+bgneg (background negatives), +objects (captions that name no background; with --objects-data
++bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
 the fine-tune reads those pairs), +lrX (learning rate X), +stepsN (N steps).
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
@@ -71,7 +71,9 @@ def parse_setting(spec: str) -> tuple[list[str], dict]:
             args += ["--train", "visual"]
             record["train"] = "visual"
         elif option == "bgneg":
-            args += ["--background-negatives"]
+            args += ["--background-negatives", "max"]
+        elif option == "bgavg":
+            args += ["--background-negatives", "avg"]
         elif option == "objects":
             args += ["--captions", "objects"]
         elif option.startswith("lr"):

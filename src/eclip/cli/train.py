@@ -45,9 +45,10 @@ def train_command(
     mask_mass: float = typer.Option(0.6, "--mask-mass", help="Share of the attention mass the mask keeps."),
     mask_topk: float = typer.Option(0.3, "--mask-topk", help="Fraction of locations the top-k mask keeps."),
     mask_from: str = typer.Option("frozen", "--mask-from", help="Masks from a frozen copy of the starting model, or the current model."),
-    background_negatives: bool = typer.Option(False, "--background-negatives",
-                                              help="masked_max: each caption must also beat the background (the head pooled "
-                                                   "outside each mask) of every image of the batch (ours; see README, ECLIP variants)."),
+    background_negatives: str = typer.Option("none", "--background-negatives",
+                                             help="masked_max: each caption must also beat the background of every image of the "
+                                                  "batch, pooled outside each mask by the head's max or by the mean: none, max, avg "
+                                                  "(ours; see README, ECLIP variants)."),
     captions: str = typer.Option("all", "--captions",
                                  help="Synthetic captions: all templates, or objects (only those that name no background)."),
     train_part: str = typer.Option("all", "--train", help="What is updated: all, visual, or last:N (last N image blocks + projection)."),
@@ -115,7 +116,7 @@ def train_command(
     trainable = trainable_filter(train_part, net, arch)
     if captions not in CAPTION_SETS:
         raise ModelLoadError(f"--captions {captions!r} is unknown; use one of {', '.join(CAPTION_SETS)}")
-    embedder = native_image_embedder if head.is_native and not background_negatives \
+    embedder = native_image_embedder if head.is_native and background_negatives == "none" \
         else make_embedder(adapter, head, background_negatives)
     data_record = {"kind": "synthetic", "seed": data_seed, "image_size": size, "max_objects": max_objects, "captions": captions} \
         if data == "synthetic" \

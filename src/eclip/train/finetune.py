@@ -39,14 +39,19 @@ class PooledEmbedder:
 
     Called as `embedder(model, x)` with (N, 3, H, W) model-ready images, it returns (N, D). For
     `masked_max` the max runs over the free-attention mask of each image (training only); with
-    `background_negatives` it also returns the same max over the locations outside the mask
-    (`PooledWithNegatives`), which the loss uses as negatives (`eclip.train.losses`).
+    `background_negatives` ("max" or "avg") it also pools the locations outside the mask, by the
+    head's max or by their mean, and returns both (`PooledWithNegatives`); the loss uses the
+    background embedding as a negative (`eclip.train.losses`). A max sends gradient to one
+    background location per channel, a mean to every background location.
     """
 
     def __init__(self, adapter: DenseCLIP, config: PoolingConfig, masks: MaskMaker | None = None,
-                 background_negatives: bool = False) -> None:
+                 background_negatives: str | None = None) -> None:
         if config.head == "masked_max" and masks is None:
             raise ValueError("masked_max needs a MaskMaker")
+        if background_negatives not in (None, "none", "max", "avg"):
+            raise ModelLoadError(f"background negatives {background_negatives!r} are unknown; use none, max or avg")
+        background_negatives = None if background_negatives == "none" else background_negatives
         if background_negatives and config.head != "masked_max":
             raise ModelLoadError(f"--background-negatives needs --pooling masked_max (a mask to take the background from), "
                                  f"not {config.head}")
@@ -65,7 +70,12 @@ class PooledEmbedder:
             return pooled
         background = ~mask
         valid = background.flatten(1).any(dim=1)
-        return PooledWithNegatives(pooled, max_pool(dense, background, self.config.max_over), valid)
+        if self.background_negatives == "avg":
+            weights = background[..., None].to(dense.dtype)
+            negatives = (dense * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1)
+        else:
+            negatives = max_pool(dense, background, self.config.max_over)
+        return PooledWithNegatives(pooled, negatives, valid)
 
 
 def frozen_copy(adapter: DenseCLIP) -> DenseCLIP:
@@ -77,7 +87,7 @@ def frozen_copy(adapter: DenseCLIP) -> DenseCLIP:
                 mean=adapter.mean, std=adapter.std, context_length=adapter.context_length, count_tokens=adapter._count_tokens)
 
 
-def make_embedder(adapter: DenseCLIP, config: PoolingConfig, background_negatives: bool = False) -> PooledEmbedder:
+def make_embedder(adapter: DenseCLIP, config: PoolingConfig, background_negatives: str | None = None) -> PooledEmbedder:
     """The embedder of `config`: masks from a frozen copy of the starting model, or from the model itself."""
     masks = None
     if config.head == "masked_max":
