@@ -1,8 +1,9 @@
 """The story in one figure per image: vanilla CLIP's map, ECLIP's map, and the free attention.
 
 For each image of a dataset with masks (the bundled samples by default), one row per class
-present and one column per panel: the vanilla model's ITSM, the ECLIP model's ITSM and the free
-attention the ECLIP masks are taken from. Each panel prints its score contrast (mean of the
+present and one column per panel: the vanilla model's ITSM, the ITSM of its fine-tunes (ECLIP's
+masked max pooling, and any other head shipped under its own name) and the free attention the
+ECLIP masks are taken from. Each panel prints its score contrast (mean of the
 min-max normalised map inside the class mask minus outside, ECLIP.md section 4): negative means
 the map prefers the background, the semantic shift ECLIP sets out to fix. Maps and contrasts are
 made as `eclip shift` and `eclip evaluate` make them (`eclip.shift.panel_maps`, `ScoreContrast`).

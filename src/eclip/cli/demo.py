@@ -1,4 +1,4 @@
-"""`eclip demo`: the README's first command; vanilla ITSM, ECLIP ITSM and free attention per sample image."""
+"""`eclip demo`: the README's first command; vanilla ITSM, its fine-tunes' ITSM and free attention per sample image."""
 from __future__ import annotations
 
 import json
@@ -10,24 +10,25 @@ import typer
 from eclip.cli.app import app
 
 
-def eclip_partner(name: str) -> str | None:
-    """The bundled ECLIP model fine-tuned from bundled model `name`, if this installation has it."""
+def fine_tunes(name: str) -> list[str]:
+    """The bundled fine-tunes of bundled model `name` (`NAME-eclip` first, then other heads such as `NAME-avg`)."""
     from eclip.models.loading import bundled_models
 
-    partner = f"{name}-eclip"
-    return partner if partner in bundled_models() else None
+    found = [other for other in bundled_models() if other.startswith(f"{name}-")]
+    return sorted(found, key=lambda other: other != f"{name}-eclip")
 
 
 @app.command("demo")
 def demo_command(
     data: Path = typer.Argument(None, help="A dataset folder with masks written by `eclip synth` (default: the bundled samples)."),
     model: list[str] = typer.Option(["synth-vit", "synth-rn"], "--model", "-m",
-                                    help="Vanilla model(s); each is shown next to its '-eclip' fine-tune when one is bundled."),
+                                    help="Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's "
+                                         "masked max pooling) and any other head (e.g. '-avg')."),
     out: Path = typer.Option(Path("eclip-demo"), "--out", "-o", help="Output folder: one PNG per image, contrasts.json."),
     template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Per image and class present: vanilla ITSM | ECLIP ITSM | free attention, each with its score contrast."""
+    """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
     from tqdm import tqdm
 
     from eclip.cli.explain import samples_root
@@ -44,11 +45,10 @@ def demo_command(
     for name in model:
         vanilla = load_model(name, device=device)
         panels.append(Panel(f"{name} ITSM", vanilla, itsm))
-        partner = eclip_partner(name)
-        if partner:
-            panels.append(Panel(f"{partner} ITSM", load_model(partner, device=device), itsm))
-        else:
+        partners = fine_tunes(name)
+        if f"{name}-eclip" not in partners:
             typer.echo(f"eclip: no ECLIP fine-tune of {name} is bundled; showing it without", err=True)
+        panels += [Panel(f"{partner} ITSM", load_model(partner, device=device), itsm) for partner in partners]
         panels.append(Panel(f"{name} free attn", vanilla, free))
     out.mkdir(parents=True, exist_ok=True)
     per_image = {}

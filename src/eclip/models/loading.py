@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 BUNDLED = {
     "synth-vit": "ViT (patch 8, 96 px, class-token pooling) trained by eclip on synthetic scenes",
+    "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives; RECIPE.md)",
+    "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the ablation's best head; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
-    "synth-vit-eclip": "synth-vit fine-tuned with the ablation's best pooling head (avg; see its RECIPE.md)",
     "synth-rn-eclip": "synth-rn fine-tuned with the ablation's best pooling head (max; see its RECIPE.md)",
 }
 
