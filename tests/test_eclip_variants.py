@@ -1,0 +1,140 @@
+"""ECLIP variants (ours): background negatives, object-only captions, parallel scene drawing, shards."""
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_adapter, random_images
+from PIL import Image
+
+from eclip.data.pairs import SyntheticPairs, WebDatasetPairs
+from eclip.data.shards import write_shards
+from eclip.data.synthetic import CAPTION_SETS, OBJECT_CAPTION_TEMPLATES, SceneConfig, batch_of_scenes
+from eclip.errors import ModelLoadError
+from eclip.models.pooling import PoolingConfig
+from eclip.train.finetune import PooledWithNegatives, make_embedder
+from eclip.train.losses import clip_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _unit(rows: list[list[float]]) -> torch.Tensor:
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_background_negatives_join_the_text_to_image_softmax_only():
+    img, txt = _unit([[1, 0, 0], [0, 1, 0]]), _unit([[1, 0, 0], [0, 1, 0]])
+    scale = torch.tensor(10.0)
+    plain = clip_loss(img, txt, scale)
+    # a background identical to its own image's foreground: each caption now has two equal best
+    # candidates, so the text-to-image term grows by exactly log 2 and the total by log(2) / 2
+    same = clip_loss(img, txt, scale, image_negatives=img.clone())
+    by_hand_t = -torch.log_softmax(torch.tensor([10.0, 0.0, 10.0, 0.0]), dim=0)[0]
+    by_hand_i = -torch.log_softmax(torch.tensor([10.0, 0.0]), dim=0)[0]
+    assert same.item() == pytest.approx(((by_hand_i + by_hand_t) / 2).item(), rel=1e-6)
+    assert same.item() - plain.item() == pytest.approx(math.log(2) / 2, abs=1e-4)
+    # an invalid background (mask covering every location) is left out: the loss is the plain one
+    left_out = clip_loss(img, txt, scale, image_negatives=img.clone(), negatives_valid=torch.tensor([False, False]))
+    assert left_out.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_background_is_pooled_outside_the_mask(arch, pooling):
+    adapter = make_adapter(arch)
+    embedder = make_embedder(adapter, PoolingConfig(head="masked_max", mask_source="cls_attention", mask_mass=0.5), pooling)
+    images = random_images(adapter, batch=2)
+    out = embedder(adapter.model, images)
+    assert isinstance(out, PooledWithNegatives)
+    _, dense = adapter.pooled_and_dense(images)
+    mask = embedder.masks(images)
+    for b in range(2):
+        inside, outside = dense[b][mask[b]], dense[b][~mask[b]]
+        assert torch.allclose(out.pooled[b], inside.amax(dim=0), atol=1e-5)
+        expected = outside.amax(dim=0) if pooling == "max" else outside.mean(dim=0)
+        assert torch.allclose(out.negatives[b], expected, atol=1e-5)
+    assert out.valid.all()
+
+
+def test_background_negatives_need_a_mask():
+    adapter = make_adapter("vit")
+    with pytest.raises(ModelLoadError, match="masked_max"):
+        make_embedder(adapter, PoolingConfig(head="max"), "max")
+    with pytest.raises(ModelLoadError, match="none, max or avg"):
+        make_embedder(adapter, PoolingConfig(head="masked_max"), "median")
+
+
+def test_object_captions_never_name_the_background():
+    assert OBJECT_CAPTION_TEMPLATES and all("{background}" not in t for t in OBJECT_CAPTION_TEMPLATES)
+    images_all, captions_all = batch_of_scenes(5, 0, 12, SceneConfig(caption_templates=CAPTION_SETS["all"]))
+    images_obj, captions_obj = batch_of_scenes(5, 0, 12, SceneConfig(caption_templates=CAPTION_SETS["objects"]))
+    assert np.array_equal(images_all, images_obj)  # the same scenes, only the captions differ
+    assert not any("background" in c for c in captions_obj)
+    assert any("background" in c for c in captions_all)
+
+
+def test_worker_processes_draw_the_same_batches():
+    serial, parallel = SyntheticPairs(seed=3, image_size=32), SyntheticPairs(seed=3, workers=2, prefetch=2, image_size=32)
+    try:
+        for index in (0, 1, 3):
+            a, b = serial.part(index, 6, 1, 5), parallel.part(index, 6, 1, 5)
+            assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    finally:
+        parallel.close()
+
+
+def test_shards_hold_the_scenes_and_captions(tmp_path):
+    config = SceneConfig(image_size=32)
+    shards = write_shards(tmp_path / "pairs", 7, seed=9, config=config, shard_size=3)
+    assert [p.name for p in shards] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert not list((tmp_path / "pairs").glob(".*.tmp"))
+    pairs = WebDatasetPairs(shards, image_size=32)
+    images, captions = batch_of_scenes(9, 0, 7, config)
+    assert sorted(pairs.captions) == sorted(captions)
+    assert len(set(pairs.names)) == 7
+    first = pairs._read(next(i for i, n in enumerate(pairs.names) if n.endswith("00000000")))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(first))), images[0])
+
+
+def test_ablation_settings_map_to_train_options():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eclip_ablation import parse_setting
+
+    args, record = parse_setting("masked_max/similarity/0.6+bgavg+objects+lr5e-5+steps900")
+    assert args[:2] == ["--pooling", "masked_max"]
+    for expected in (["--mask-source", "similarity"], ["--background-negatives", "avg"], ["--captions", "objects"],
+                     ["--lr", "5e-05"], ["--steps", "900"]):
+        i = args.index(expected[0])
+        assert args[i:i + 2] == expected
+    assert record["variant"] == "bgavg+objects+lr5e-5+steps900"
+    with pytest.raises(SystemExit):
+        parse_setting("max+wings")
+
+
+def test_fine_tune_deltas_rebuild_the_model(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from conftest import make_open_clip
+    from train_bundled import apply_delta, delta_state
+
+    from eclip.models.folder import save_model_folder
+
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    model = make_open_clip("vit", seed=1)
+    config = {"arch": "vit", "open_clip": {}, "preprocess": {}}
+    save_model_folder(parent, model, config, half=True)
+    with torch.no_grad():
+        model.visual.proj.add_(0.5)
+        model.token_embedding.weight[[3, 7]] += 1.0
+    save_model_folder(child, model, config)
+    delta = delta_state(child, parent)
+    assert set(delta) == {"visual.proj", "token_embedding.rows", "token_embedding.values"}
+    assert delta["token_embedding.rows"].tolist() == [3, 7]
+    rebuilt = apply_delta(parent, delta)
+    expected = {k: v.half() for k, v in model.state_dict().items()}
+    assert all(torch.equal(rebuilt[k], expected[k]) for k in expected)
