@@ -10,7 +10,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 import eclip.cli as cli
-from eclip.cli.explain import samples_root
+from eclip.data.bundled import samples_root
 from eclip.data.synthetic import SyntheticDataset
 from eclip.demo import mean_contrasts
 from eclip.metrics.semantic_shift import ScoreContrast

@@ -68,6 +68,25 @@ def explain_files(
         yield from _explain_batch(model, method, batch, text_features, texts, size)
 
 
+def explain_images(
+    model: DenseCLIP,
+    method: Method,
+    images: Sequence[tuple[Path, Image.Image]],
+    text_features: torch.Tensor,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    size: int | tuple[int, int] | None = None,
+) -> Iterator[Explained]:
+    """`explain_files` for images the caller has already decoded, as (name, image) pairs, in order.
+
+    For callers that decode under their own limits (the web demo checks an upload's size and
+    pixels first); the maps are the ones `explain_files` gives for the same decoded image.
+    """
+    for start in range(0, len(images), batch_size):
+        yield from _explain_batch(model, method, list(images[start:start + batch_size]), text_features, texts, size)
+
+
 def _explain_batch(model, method, batch, text_features, texts, size) -> Iterator[Explained]:
     images = model.preprocess([image for _, image in batch], size=size)
     maps = method.explain(model, images, text_features, text_labels=texts).scores

@@ -11,11 +11,10 @@ from eclip.cli.app import app
 
 
 def fine_tunes(name: str) -> list[str]:
-    """The bundled fine-tunes of bundled model `name` (`NAME-eclip` first, then other heads such as `NAME-avg`)."""
-    from eclip.models.loading import bundled_models
+    """The bundled fine-tunes of bundled model `name`, ECLIP's masked max first (read from their config.json)."""
+    from eclip.models.loading import bundled_fine_tunes
 
-    found = [other for other in bundled_models() if other.startswith(f"{name}-")]
-    return sorted(found, key=lambda other: other != f"{name}-eclip")
+    return bundled_fine_tunes().get(name, [])
 
 
 @app.command("demo")
@@ -31,7 +30,7 @@ def demo_command(
     """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
     from tqdm import tqdm
 
-    from eclip.cli.explain import samples_root
+    from eclip.data.bundled import samples_root
     from eclip.data.synthetic import SyntheticDataset
     from eclip.demo import mean_contrasts, story_figure
     from eclip.methods.base import get_method

@@ -9,18 +9,7 @@ import numpy as np
 import typer
 
 from eclip.cli.app import app
-
-
-def sample_images() -> list[Path]:
-    """The sample scenes shipped with the package (the default input), a folder written by `eclip synth`."""
-    return sorted((samples_root() / "images").glob("*.png"))
-
-
-def samples_root() -> Path:
-    """The bundled sample dataset: held-out synthetic scenes with exact masks (seed 20261123, 160 px)."""
-    from importlib import resources
-
-    return Path(str(resources.files("eclip") / "assets" / "samples"))
+from eclip.data.bundled import sample_images, samples_root  # noqa: F401  (re-exported: the default input)
 
 
 def default_texts(model_name: str) -> list[str]:

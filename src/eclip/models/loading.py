@@ -44,6 +44,33 @@ def bundled_models() -> dict[str, str]:
     return {name: text for name, text in BUNDLED.items() if is_model_folder(bundled_dir(name))}
 
 
+def bundled_fine_tunes() -> dict[str, list[str]]:
+    """Bundled model -> the bundled models fine-tuned from it, read from the fine-tunes' own config.json.
+
+    A bundled model is a fine-tune of the bundled model its training started from
+    (`training.extra.start.model`) when its pooling head is not the original `attention` head.
+    ECLIP's own head (`masked_max`) comes first, then the others by name. Names are not parsed: a
+    fine-tune renamed or retrained keeps its pairing through its config.
+    """
+    present = bundled_models()
+    found: dict[str, list[tuple[bool, str]]] = {}
+    for name in present:
+        try:
+            config = json.loads((bundled_dir(name) / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        head = (config.get("pooling") or {}).get("head", "attention")
+        start = (((config.get("training") or {}).get("extra") or {}).get("start") or {}).get("model")
+        if start in present and start != name and head != "attention":
+            found.setdefault(start, []).append((head != "masked_max", name))
+    return {base: [name for _, name in sorted(tunes)] for base, tunes in found.items()}
+
+
+def eclip_pairs() -> dict[str, str]:
+    """Bundled vanilla model -> its ECLIP fine-tune: the first of `bundled_fine_tunes` (masked max if there is one)."""
+    return {base: tunes[0] for base, tunes in bundled_fine_tunes().items()}
+
+
 def wrap(model: torch.nn.Module, tokenizer, *, name: str, image_size, mean, std, context_length: int, count_tokens=None) -> DenseCLIP:
     """The adapter that fits `model` (open_clip ViT or ResNet, or HF CLIPModel)."""
     kwargs = dict(name=name, image_size=image_size, mean=mean, std=std, context_length=context_length, count_tokens=count_tokens)
