@@ -148,6 +148,7 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
         light = dict(concurrency_limit=2, concurrency_id="preview", api_visibility="private")
         sample.input(preview_sample, sample, [preview, texts, upload, status], **light)
         upload.upload(preview_upload, upload, [preview, sample, status], **light)
+        upload.clear(lambda: (None, ""), None, [preview, status], **light)
         run.click(explain, [upload, sample, texts, template, model, method, compare],
                   [status, gallery, scores, result_state, files], api_visibility="private",
                   ).then(downloads, result_state, files, api_visibility="private")
