@@ -40,7 +40,12 @@ texts on a bundled model and its ECLIP fine-tune side by side; on a bundled samp
 its score contrast (mean inside the object's mask minus outside; below zero the map prefers the
 background, the semantic shift ECLIP fixes)."""
 
-CSS = """#status p{margin:0.3em 0}#status .eclip-error{color:#b00020;font-weight:600}#status .eclip-ok{color:#2e6b30}"""
+# The status line in colour; the map grid grows with its rows, and each caption is a full line under its overlay.
+CSS = """#status p{margin:0.3em 0}#status .eclip-error{color:#b00020;font-weight:600}#status .eclip-ok{color:#2e6b30}
+#maps .fixed-height{max-height:none;min-height:0}
+#maps .thumbnail-item{aspect-ratio:auto;display:flex;flex-direction:column}
+#maps .thumbnail-item>img{aspect-ratio:1/1;height:auto}
+#maps .caption-label{position:static;max-width:none;white-space:normal;opacity:1;border:none;border-radius:0;font-size:11px;line-height:1.3}"""
 
 SCORE_COLUMNS = ["model", "method", "text", "cosine", "probability", "score contrast"]
 
@@ -126,7 +131,7 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
                                  file_types=["image"], elem_id="upload")
                 sample = gr.Dropdown(samples.choices(), value=None, label="... or pick a bundled sample (with masks)",
                                      elem_id="sample")
-                preview = gr.Image(label="image", interactive=False, height=180, elem_id="preview")
+                preview = gr.Image(label="input image", interactive=False, height=180, elem_id="preview")
                 texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts})", lines=3, elem_id="texts",
                                    placeholder="a red star\na blue circle")
                 template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True, elem_id="template",

@@ -46,7 +46,8 @@ def serve_command(
     """Start the web demo: upload or pick an image, type texts, compare methods and vanilla vs ECLIP in the browser."""
     from eclip.serve import ModelCache, ServeLimits
 
-    logging.basicConfig(level=logging.INFO, format="eclip: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="eclip: %(message)s")
+    logging.getLogger("eclip").setLevel(logging.INFO)
     specs = model_specs(list(model or []), list(pretrained or []))
     models = ModelCache(specs, device=device)
     for label in models.extra or models.labels[:1]:  # fail now on a bad --model, and make the first click fast
