@@ -64,13 +64,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def eclip_server(*args: str, timeout: float = 180.0) -> Iterator[str]:
-    """`eclip serve ARGS` on a free local port, in its own process; yields its URL and stops it after."""
+def eclip_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`eclip serve ARGS` on a free local port, in its own process (`env` added to ours); yields its URL and stops it after."""
     port = free_port()
     log = tempfile.TemporaryFile(mode="w+")
     command = [sys.executable, "-c", "from eclip.cli import main; main()", "serve", "--port", str(port), *args]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout

@@ -147,6 +147,16 @@ def test_vanilla_vs_eclip_on_a_sample_shows_both_maps_with_contrasts(page):
     assert status(page)[0] == "eclip-ok"
 
 
+def test_rise_shows_its_progress_while_it_runs(page):
+    page.get_by_label("... or pick a bundled sample (with masks)").click()
+    page.get_by_role("option").first.click()
+    page.wait_for_function("() => document.querySelector('#texts textarea').value.length > 0")
+    explain(page, ["circle"], ["rise"])
+    page.wait_for_function("() => [...document.querySelectorAll('.progress-text, .progress-level-inner')]"
+                           ".some((e) => /RISE masks - \\d+(\\.\\d+)?%/.test(e.textContent))", polling=50, timeout=60_000)
+    assert rendered_maps(page, 1)[0].startswith("synth-vit · rise · 'circle'")
+
+
 def test_the_evaluation_report_renders_its_table_and_chart(browser, tmp_path):
     data = write_dataset(tmp_path / "synth", n=3, seed=5, config=SceneConfig(image_size=40, max_clutter=1))
     model = tiny_model(tmp_path, "vit")

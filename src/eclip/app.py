@@ -15,7 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from eclip.errors import EclipError  # noqa: E402
+from eclip.errors import EclipError, ImageLoadError  # noqa: E402
 from eclip.serve import (  # noqa: E402
     TEMPLATE_CHOICES,
     BundledSamples,
@@ -45,7 +45,8 @@ CSS = """#status p{margin:0.3em 0}#status .eclip-error{color:#b00020;font-weight
 #maps .fixed-height{max-height:none;min-height:0}
 #maps .thumbnail-item{aspect-ratio:auto;display:flex;flex-direction:column}
 #maps .thumbnail-item>img{aspect-ratio:1/1;height:auto}
-#maps .caption-label{position:static;max-width:none;white-space:normal;opacity:1;border:none;border-radius:0;font-size:11px;line-height:1.3}"""
+#maps .caption-label{position:static;max-width:none;white-space:normal;opacity:1;border:none;border-radius:0;
+font-size:11px;line-height:1.3}"""
 
 SCORE_COLUMNS = ["model", "method", "text", "cosine", "probability", "score contrast"]
 
@@ -99,7 +100,7 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
             folder = workspace.new_folder()
             item = read_upload(data, folder, limits) if data is not None else samples.get(sample_id) if sample_id else None
             if item is None:
-                raise EclipError("no image: upload one or pick a bundled sample")
+                raise ImageLoadError("no image: upload one or pick a bundled sample")
             result = explain_request(models, item, texts, prompt, labels, list(method_names or []), folder,
                                      progress=lambda fraction, desc: progress(fraction, desc=desc), limits=limits)
         except EclipError as err:
@@ -110,7 +111,7 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
                                 "see the server log", error=True), *empty)
         gallery = [(heat_overlay(item.image, p.heat, max_side=limits.display_side), p.caption) for p in result.panels]
         message = (f"{item.name}: {len(texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
-                   f"in {result.seconds:.2f} s")
+                   f"in {result.seconds:.3f} s")
         return (status_line(message), gr.update(value=gallery, columns=result.columns), _score_rows(result), result, None)
 
     def downloads(result):

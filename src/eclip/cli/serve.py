@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 
 import typer
 
@@ -44,7 +45,7 @@ def serve_command(
     queue_size: int = typer.Option(32, "--queue-size", min=1, help="Jobs that may wait; more are turned away with a message."),
 ) -> None:
     """Start the web demo: upload or pick an image, type texts, compare methods and vanilla vs ECLIP in the browser."""
-    from eclip.serve import ModelCache, ServeLimits
+    from eclip.serve import ModelCache, ServeLimits, Workspace
 
     logging.basicConfig(level=logging.WARNING, format="eclip: %(message)s")
     logging.getLogger("eclip").setLevel(logging.INFO)
@@ -60,4 +61,13 @@ def serve_command(
 
     typer.echo(f"eclip serve: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}  (models: "
                f"{', '.join(models.labels)}; Ctrl+C stops)")
-    launch(build_app(models, limits), host, port, limits, concurrency, queue_size, quiet=True)
+    workspace = Workspace()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl+C does, and the uploads are removed
+    try:
+        launch(build_app(models, limits, workspace=workspace), host, port, limits, concurrency, queue_size, quiet=True)
+    finally:
+        workspace.close()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

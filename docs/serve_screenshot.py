@@ -1,0 +1,42 @@
+"""Redraw docs/serve.png, the README's picture of `eclip serve`: a bundled sample, vanilla vs ECLIP, two methods.
+
+    python docs/serve_screenshot.py            # needs Chromium and the browser extras, as the browser tests do
+"""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the browser helpers the tests use
+from browser import chromium, eclip_server, missing  # noqa: E402
+
+
+def main(out: Path = ROOT / "docs" / "serve.png", sample: int = 3, height: int = 1240) -> None:
+    reason = missing()
+    if reason:
+        sys.exit(f"serve_screenshot: {reason}")
+    with eclip_server() as url, chromium(width=1280, height=height) as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_label("... or pick a bundled sample (with masks)").click()
+        page.get_by_role("option").nth(sample).click()
+        page.wait_for_function("() => document.querySelector('#texts textarea').value.length > 0")
+        page.locator("#methods").get_by_label("free_attention", exact=True).check()
+        page.locator("#compare input").check()
+        page.locator("#explain").click()
+        page.wait_for_function("() => [...document.querySelectorAll('#maps img')].length > 0 && "
+                               "[...document.querySelectorAll('#maps img')].every((i) => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function("() => document.querySelectorAll('#downloads a').length > 0", timeout=60_000)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
+        shot = Image.open(io.BytesIO(page.screenshot()))
+    shot.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(out, optimize=True)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KB)")
+
+
+if __name__ == "__main__":
+    main()
