@@ -48,6 +48,17 @@ CSS = """#status p{margin:0.3em 0}#status .eclip-error{color:#b00020;font-weight
 #maps .caption-label{position:static;max-width:none;white-space:normal;opacity:1;border:none;border-radius:0;
 font-size:11px;line-height:1.3}"""
 
+# Resolves when every overlay image in the grid has loaded (or after 10 s), in the browser.
+MAPS_SHOWN = """() => new Promise((resolve) => {
+  const start = performance.now();
+  const tick = () => {
+    const images = [...document.querySelectorAll('#maps img')];
+    if (images.every((img) => img.complete) || performance.now() - start > 10000) resolve([]);
+    else requestAnimationFrame(tick);
+  };
+  tick();
+})"""
+
 SCORE_COLUMNS = ["model", "method", "text", "cosine", "probability", "score contrast"]
 
 
@@ -145,7 +156,7 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
                 run = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column(scale=2):
                 status = gr.HTML("", elem_id="status")
-                gallery = gr.Gallery(label="maps", columns=2, height="auto", object_fit="contain", format="png",
+                gallery = gr.Gallery(label="maps", columns=2, height="auto", object_fit="contain", format="jpeg",
                                      elem_id="maps")
                 scores = gr.Dataframe(headers=SCORE_COLUMNS, label="scores", interactive=False, elem_id="scores")
                 files = gr.File(label="Downloads: maps (.npy, K x H x W in [0, 1]) and overlays (.png)",
@@ -155,9 +166,11 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
         sample.input(preview_sample, sample, [preview, texts, upload, status], **light)
         upload.upload(preview_upload, upload, [preview, sample, status], **light)
         upload.clear(lambda: (None, ""), None, [preview, status], **light)
+        # The figures for the downloads are drawn once the browser has the maps: drawing them earlier
+        # would compete with serving the overlay images for the server's time.
         run.click(explain, [upload, sample, texts, template, model, method, compare],
                   [status, gallery, scores, result_state, files], api_visibility="private",
-                  ).then(downloads, result_state, files, api_visibility="private")
+                  ).then(None, js=MAPS_SHOWN).then(downloads, result_state, files, api_visibility="private")
     return demo
 
 
