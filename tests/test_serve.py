@@ -129,6 +129,7 @@ def test_pairs_are_read_from_the_model_configs(tmp_path, monkeypatch):
         folder(name, head, start)
     monkeypatch.setattr(loading, "BUNDLED", dict.fromkeys(specs, ""))
     monkeypatch.setattr(loading, "bundled_dir", lambda name: tmp_path / name)
+    assert loading.bundled_fine_tunes() == {"base": ["renamed", "base-max"], "other": ["other-avg"]}
     assert loading.eclip_pairs() == {"base": "renamed", "other": "other-avg"}
 
 
