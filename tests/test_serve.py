@@ -93,7 +93,7 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
     texts = [f"a {present[0]}", absent, "something else"]
     result = explain_request(cache, item, texts, "a photo of a {}.", [paths["vit"]], ["itsm"], tmp_path)
     first, missing, unnamed = result.panels
-    expected = pair_contrast(torch.from_numpy(first.heat), item.sample, present[0])
+    expected = pair_contrast(torch.from_numpy(np.load(result.figures[0].npy)[0]), item.sample, present[0])
     assert first.contrast == pytest.approx(expected) and f"contrast {expected:+.2f}" in first.caption
     assert missing.contrast_class == absent and missing.contrast is None and "no " in missing.caption
     assert unnamed.contrast_class is None and "contrast" not in unnamed.caption
@@ -218,14 +218,17 @@ def test_a_text_names_at_most_one_class(text, expected):
     assert contrast_class(text, ("circle", "star", "heart")) == expected
 
 
-def test_downloads_are_each_npy_and_its_overlay_figure(models, tmp_path):
+def test_big_images_keep_full_size_maps_on_disk_and_display_size_ones_in_memory(models, tmp_path):
     cache, paths = models
     big = np.random.default_rng(0).integers(0, 255, (300, 900, 3), dtype=np.uint8)
     item = read_upload(png_bytes(big), tmp_path, LIMITS)
-    result = explain_request(cache, item, ["star", "ring"], None, [paths["vit"]], ["itsm", "gradcam"], tmp_path)
-    files = write_figures(result, ServeLimits(display_side=300))
+    result = explain_request(cache, item, ["star", "ring"], None, [paths["vit"]], ["itsm", "gradcam"], tmp_path,
+                             limits=ServeLimits(display_side=300))
+    files = write_figures(result)
     assert [f.suffix for f in files] == [".npy", ".png", ".npy", ".png"]
-    assert np.load(files[0]).shape == (2, 300, 900)
+    full = np.load(files[0])
+    assert full.shape == (2, 300, 900) and result.display.size == (300, 100)
+    assert result.panels[0].heat.shape == (100, 300) and np.isclose(result.panels[0].heat.mean(), full[0].mean(), atol=0.01)
     assert Image.open(files[1]).size[0] > 300
 
 

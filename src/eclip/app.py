@@ -114,14 +114,14 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
                 raise ImageLoadError("no image: upload one or pick a bundled sample")
             result = explain_request(models, item, texts, prompt, labels, list(method_names or []), folder,
                                      progress=lambda fraction, desc: progress(fraction, desc=desc), limits=limits)
+            gallery = [(heat_overlay(result.display, p.heat), p.caption) for p in result.panels]
         except EclipError as err:
             return (status_line(str(err), error=True), *empty)
         except Exception as err:  # a bug, not bad input: one line here, the traceback in the server log
             log.exception("explain failed")
             return (status_line(f"internal error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                                 "see the server log", error=True), *empty)
-        gallery = [(heat_overlay(item.image, p.heat, max_side=limits.display_side), p.caption) for p in result.panels]
-        message = (f"{item.name}: {len(texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
+        message = (f"{result.name}: {len(texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
                    f"in {result.seconds:.3f} s")
         return (status_line(message), gr.update(value=gallery, columns=result.columns), _score_rows(result), result, None)
 
@@ -129,14 +129,14 @@ def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None
         if result is None:
             return None
         try:
-            return [str(path) for path in write_figures(result, limits)]
+            return [str(path) for path in write_figures(result)]
         except Exception:  # the maps are on the page already; losing the files must not break it
             log.exception("writing the downloads failed")
             return None
 
     with gr.Blocks(title="eclip", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
-        result_state = gr.State(None)
+        result_state = gr.State(None, time_to_live=3600)  # display-size maps, for the downloads step
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 upload = gr.File(label=f"Upload an image (at most {limits.max_upload_mb:g} MB)", type="binary",

@@ -76,7 +76,7 @@ class ImageInput:
 
 @dataclass
 class MapPanel:
-    """One (model, method, text) map (H, W) in [0, 1] at the image's size, with its scores."""
+    """One (model, method, text): its map (h, w) in [0, 1] at display size, its scores and score contrast."""
 
     model: str
     method: str
@@ -99,21 +99,25 @@ class MapPanel:
 
 @dataclass
 class Figure:
-    """The files of one (model, method): maps (K, H, W) as `.npy` now, the overlay PNG on request."""
+    """One (model, method): its maps (K, H, W) at the image's size saved as `.npy`, and what its overlay
+    figure (`.png`, drawn later by `write_figures`) shows: `heats` (K, h, w) at display size and titles."""
 
     model: str
     method: str
     npy: Path
     png: Path
+    heats: np.ndarray
     titles: list[str]
     suptitle: str
 
 
 @dataclass
 class ServeResult:
-    """Everything a request produced; `panels` run text by text, then method, then model."""
+    """What a request produced, at display size (full-size maps are in the `.npy` files only, so a
+    result kept for the downloads step stays small); `panels` run text by text, then method, then model."""
 
-    item: ImageInput
+    name: str
+    display: Image.Image
     texts: list[str]
     models: list[str]
     methods: list[str]
@@ -340,62 +344,80 @@ def explain_request(
 
     The maps come from `eclip.explain.explain_images` (the path of `eclip explain`); each
     (model, method) writes FOLDER/<image>-<model>-<method>.npy, (K, H, W) float32 as the command
-    writes it. The overlay PNGs cost a figure each and are drawn by `write_figures` afterwards.
+    writes it, and its score contrasts are taken on those full-size maps; only display-size copies
+    (at most `limits.display_side` pixels a side) are kept. The overlay PNGs cost a figure each and
+    are drawn by `write_figures` afterwards.
     """
     from eclip.explain import explain_images
     from eclip.methods.base import get_method
     from eclip.prompts import encode_prompts
-    from eclip.shift import pair_contrast
 
     started = time.perf_counter()
     texts = list(texts)
     for label in model_labels:
         check_methods(models.get(label), label, method_names)
     classes = [contrast_class(t, item.classnames) if item.sample else None for t in texts]
-    results: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    figures: list[Figure] = []
+    display = display_size(item.image.size, limits.display_side)
+    done: dict[tuple[str, str], tuple[Figure, np.ndarray, np.ndarray, list[float | None]]] = {}
     steps = len(model_labels) * len(method_names)
     for label in model_labels:
         with models.using(label) as model:
             features = encode_prompts(model, texts, template)
             for name in method_names:
                 if progress is not None:
-                    progress(len(results) / steps, f"{label} · {name}")
+                    progress(len(done) / steps, f"{label} · {name}")
                 explained = next(explain_images(model, get_method(name), [(item.path, item.image)], features, texts))
-                results[label, name] = (explained.maps, explained.cosine, explained.probability)
                 stem = f"{_slug(item.name)}-{_slug(label)}-{name}"
                 np.save(folder / f"{stem}.npy", explained.maps)
+                contrasts = [_contrast(heat, item, cls) for heat, cls in zip(explained.maps, classes)]
                 titles = [f"{t}\ncos {c:.3f} · p {p:.2f}" for t, c, p in zip(texts, explained.cosine, explained.probability)]
-                figures.append(Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", titles, f"{model.name} · {name}"))
+                figure = Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", shrink(explained.maps, display),
+                                titles, f"{model.name} · {name}")
+                done[label, name] = (figure, explained.cosine, explained.probability, contrasts)
     panels = []
     for k, text in enumerate(texts):
         for name in method_names:
             for label in model_labels:
-                maps, cosine, probability = results[label, name]
-                panel = MapPanel(label, name, text, maps[k], float(cosine[k]), float(probability[k]), classes[k])
-                if classes[k] is not None and classes[k] in item.sample.masks:
-                    value = pair_contrast(torch.from_numpy(maps[k]), item.sample, classes[k])
-                    panel.contrast = None if np.isnan(value) else value
-                panels.append(panel)
-    return ServeResult(item, texts, list(model_labels), list(method_names), panels, figures, time.perf_counter() - started)
+                figure, cosine, probability, contrasts = done[label, name]
+                panels.append(MapPanel(label, name, text, figure.heats[k], float(cosine[k]), float(probability[k]),
+                                       classes[k], contrasts[k]))
+    return ServeResult(item.name, item.image.resize(display, Image.BILINEAR) if display != item.image.size else item.image,
+                       texts, list(model_labels), list(method_names), panels, [done[key][0] for key in done],
+                       time.perf_counter() - started)
 
 
-def write_figures(result: ServeResult, limits: ServeLimits = ServeLimits()) -> list[Path]:
-    """The overlay PNG of each (model, method), the figure `eclip explain` draws, at display size.
+def _contrast(heat: np.ndarray, item: ImageInput, cls: str | None) -> float | None:
+    """Score contrast of one full-size map for the class its text names; None without a mask for it."""
+    from eclip.shift import pair_contrast
+
+    if cls is None or item.sample is None or cls not in item.sample.masks:
+        return None
+    value = pair_contrast(torch.from_numpy(heat), item.sample, cls)
+    return None if np.isnan(value) else value
+
+
+def display_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(W, H) of an image shrunk to at most `side` pixels on its longer side (never enlarged)."""
+    scale = min(1.0, side / max(size))
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))) if scale < 1 else tuple(size)
+
+
+def shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) maps -> (K, h, w) at `size` (W, H), bilinear; the same array when the size already fits."""
+    if (maps.shape[2], maps.shape[1]) == tuple(size):
+        return maps
+    return np.stack([np.asarray(Image.fromarray(m).resize(size, Image.BILINEAR)) for m in maps])
+
+
+def write_figures(result: ServeResult) -> list[Path]:
+    """The overlay PNG of each (model, method): the figure `eclip explain` draws, at display size.
 
     Returns the downloads: each `.npy` followed by its `.png`.
     """
     from eclip.report.overlay import overlay_panels
 
-    image = result.item.image
-    scale = min(1.0, limits.display_side / max(image.size))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    shown = image.resize(size, Image.BILINEAR) if scale < 1 else image
     files: list[Path] = []
     for figure in result.figures:
-        maps = np.load(figure.npy)
-        if scale < 1:
-            maps = np.stack([np.asarray(Image.fromarray(m).resize(size, Image.BILINEAR)) for m in maps])
-        overlay_panels(shown, maps, figure.titles, figure.png, suptitle=figure.suptitle)
+        overlay_panels(result.display, figure.heats, figure.titles, figure.png, suptitle=figure.suptitle)
         files += [figure.npy, figure.png]
     return files

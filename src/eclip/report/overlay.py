@@ -76,22 +76,16 @@ def map_grid(rows: Sequence[tuple[Image.Image, np.ndarray, str, Sequence[tuple[s
     return out
 
 
-def heat_overlay(image: Image.Image, heat: np.ndarray, *, alpha: float = 0.5, max_side: int | None = None) -> Image.Image:
+def heat_overlay(image: Image.Image, heat: np.ndarray, *, alpha: float = 0.5) -> Image.Image:
     """The image with one (H, W) map in [0, 1] blended over it in the `jet` colours of the figures.
 
-    A picture rather than a figure: no axes or titles, a few milliseconds, for pages that show
-    many maps at once (the web demo). `max_side` shrinks both to at most that many pixels on
-    their longer side first, so a large photo costs a display-size blend.
+    A picture rather than a figure: no axes or titles, a millisecond at display size, for pages
+    that show many maps at once (the web demo).
     """
     heat = np.asarray(heat, dtype=np.float32)
     rgb = image.convert("RGB")
     if rgb.size != (heat.shape[1], heat.shape[0]):
         raise ValueError(f"map of shape {heat.shape} does not fit an image of size {rgb.size}")
-    if max_side is not None and max(rgb.size) > max_side:
-        scale = max_side / max(rgb.size)
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.BILINEAR)
-        heat = np.asarray(Image.fromarray(heat).resize(size, Image.BILINEAR))
     colours = matplotlib.colormaps["jet"](np.clip(heat, 0.0, 1.0), bytes=True)[..., :3].astype(np.float32)
     blended = (1.0 - alpha) * np.asarray(rgb, dtype=np.float32) + alpha * colours
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
