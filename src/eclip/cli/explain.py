@@ -58,7 +58,7 @@ def explain_command(
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.prompts import IMAGENET, encode_prompts
-    from eclip.report.overlay import overlay_panels
+    from eclip.report.overlay import overlay_panels, score_titles
 
     adapter = load_model(model, pretrained, device=device)
     texts = list(text) if text else default_texts(model)
@@ -77,8 +77,8 @@ def explain_command(
             continue
         stem = names[result.path]
         np.save(out / f"{stem}.npy", result.maps)
-        titles = [f"{t}\ncos {c:.3f} · p {p:.2f}" for t, c, p in zip(texts, result.cosine, result.probability)]
-        overlay_panels(result.image, result.maps, titles, out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
+        overlay_panels(result.image, result.maps, score_titles(texts, result.cosine, result.probability), out / f"{stem}.png",
+                       suptitle=f"{adapter.name} · {method}")
         record = {
             "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
             "scores": {t: {"cosine": round(float(c), 6), "probability": round(float(p), 6)}

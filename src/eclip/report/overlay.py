@@ -50,6 +50,11 @@ def overlay_panels(
     return out
 
 
+def score_titles(texts: Sequence[str], cosine: Sequence[float], probability: Sequence[float]) -> list[str]:
+    """The panel titles of `eclip explain`'s overlays: each text with its cosine and probability."""
+    return [f"{t}\ncos {c:.3f} · p {p:.2f}" for t, c, p in zip(texts, cosine, probability)]
+
+
 def map_grid(rows: Sequence[tuple[Image.Image, np.ndarray, str, Sequence[tuple[str, np.ndarray]]]], out: Path) -> Path:
     """Write a PNG grid, one row per (image, mask, label, panels): the image with `mask` outlined
     under `label`, then each (title, (H, W) map in [0, 1]) of `panels` over the image.

@@ -1,0 +1,70 @@
+"""The models a server offers: loaded once, kept, and used by one job at a time each."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from eclip.errors import MethodError, ModelLoadError
+from eclip.models.adapter import DenseCLIP
+
+log = logging.getLogger(__name__)
+
+
+class ModelCache:
+    """The models a server offers, each loaded once on first use and then kept.
+
+    Offered: the bundled models and the extra (name, pretrained) pairs given at start-up, under
+    their labels (name, or name:pretrained). `using` holds a per-model lock while a job runs, so
+    methods that hook into a model never overlap on it; different models run in parallel.
+    """
+
+    def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu") -> None:
+        from eclip.models.loading import bundled_models, eclip_pairs
+
+        self.device = device
+        self.specs: dict[str, tuple[str, str | None]] = {}
+        for name, pretrained in extra:
+            self.specs[f"{name}:{pretrained}" if pretrained else name] = (name, pretrained)
+        self.extra = list(self.specs)  # the start-up models, first in the picker
+        for name in bundled_models():
+            self.specs.setdefault(name, (name, None))
+        self.pairs = eclip_pairs()
+        self._models: dict[str, DenseCLIP] = {}
+        self._locks: dict[str, threading.Lock] = {label: threading.Lock() for label in self.specs}
+        self._loading = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.specs)
+
+    def get(self, label: str) -> DenseCLIP:
+        """The model offered as `label`, loading it the first time."""
+        from eclip.models.loading import load_model
+
+        if label not in self.specs:
+            raise ModelLoadError(f"model '{label}' is not offered by this server; pick one of {', '.join(self.specs)}")
+        with self._loading:
+            if label not in self._models:
+                name, pretrained = self.specs[label]
+                started = time.perf_counter()
+                self._models[label] = load_model(name, pretrained, device=self.device)
+                log.info("loaded %s in %.1f s", label, time.perf_counter() - started)
+            return self._models[label]
+
+    @contextmanager
+    def using(self, label: str) -> Iterator[DenseCLIP]:
+        model = self.get(label)
+        with self._locks[label]:
+            yield model
+
+    def comparison(self, label: str) -> list[str]:
+        """[vanilla, ECLIP fine-tune] for a model that is either; `MethodError` if it has no pair."""
+        for vanilla, tuned in self.pairs.items():
+            if label in (vanilla, tuned) and vanilla in self.specs and tuned in self.specs:
+                return [vanilla, tuned]
+        offered = ", ".join(f"{v} / {t}" for v, t in self.pairs.items()) or "none in this installation"
+        raise MethodError(f"'{label}' has no bundled ECLIP fine-tune to compare with; pick a paired model ({offered}) "
+                          "or untick the comparison")
