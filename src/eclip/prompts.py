@@ -43,11 +43,18 @@ SEVEN = (
     "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
 )
 
-TEMPLATE_SETS = {"single": SINGLE, "seven": SEVEN, "imagenet": IMAGENET}
+# CLIP Surgery's ensemble (Li, Wang, Duan, Li 2023, arXiv 2304.05653; their `encode_text_with_prompt_ensemble`):
+# the 80 above and five scene templates.
+SURGERY = IMAGENET + (
+    "there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
+    "this is the {} in the scene.", "this is one {} in the scene.",
+)
+
+TEMPLATE_SETS = {"single": SINGLE, "seven": SEVEN, "imagenet": IMAGENET, "surgery": SURGERY}
 
 
 def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
-    """A set name ('single', 'seven', 'imagenet'), a list of templates with '{}', or None (verbatim)."""
+    """A set name ('single', 'seven', 'imagenet', 'surgery'), a list of templates with '{}', or None (verbatim)."""
     if templates is None:
         return ("{}",)
     if isinstance(templates, str):
