@@ -53,7 +53,11 @@ def build(arch: str) -> torch.nn.Module:
 
 
 def perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Move every bias, norm weight, batch-norm statistic and the logit scale off its initial value."""
+    """Move every bias, norm weight, batch-norm statistic and the logit scale off its initial value.
+
+    open_clip starts each ResNet block's last batch-norm scale at 0, which leaves the residual
+    branches dead and the last stage's features nearly constant over space (so would every map).
+    """
     g = torch.Generator().manual_seed(seed)
 
     def noise(t: torch.Tensor, scale: float) -> torch.Tensor:
@@ -63,18 +67,39 @@ def perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.add_(noise(p, 0.1))
-            elif name.endswith("weight") and p.dim() == 1:  # layer / batch norm scales
-                p.mul_(1.0 + noise(p, 0.2))
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.copy_(noise(module.running_mean, 0.1))
-                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=g))
+            elif name.endswith("weight") and p.dim() == 1:  # layer / batch norm scales (bn3's start at 0: dead branches)
+                p.copy_(1.0 + noise(p, 0.2))
+        calibrate_batch_norm(model, g)
         pool = getattr(model.visual, "attnpool", None)
-        if pool is not None:  # sharpen the pool's attention: at random init it is nearly uniform
+        if pool is not None:  # sharpen the pool's attention (and its v-v attention): at random init they are nearly uniform
             pool.q_proj.weight.mul_(6.0)
             pool.k_proj.weight.mul_(6.0)
+            pool.v_proj.weight.mul_(10.0)
         model.logit_scale.fill_(float(torch.log(torch.tensor(23.0))))
     return model
+
+
+def calibrate_batch_norm(model: torch.nn.Module, g: torch.Generator) -> None:
+    """Set each batch norm's statistics to those of its inputs on a few random images, as training would.
+
+    With its initial statistics (mean 0, variance 1) a random ResNet's activations shrink block by
+    block until the last stage is constant over space up to 1e-4, and no map means anything.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batch
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    coarse = torch.randn(16, 3, 6, 6, generator=g)
+    images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic") + 0.3 * torch.randn(16, 3, size, size, generator=g)
+    model.visual.train()
+    model.visual(images)
+    model.visual.eval()
+    for m in norms:
+        m.momentum = 0.1
 
 
 def make(arch: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:

@@ -206,7 +206,7 @@ def chefer(repo: Path) -> None:
     scope = {}
     code = notebook_code(repo / "CLIP_explainability.ipynb", "start_layer =  -1", "def interpret")
     exec(compile("import torch\nimport numpy as np\n" + code.replace("one_hot.cuda()", "one_hot"), "interpret", "exec"), scope)
-    model = build_model(openai_state("vit")).eval()
+    model = build_model(openai_state("vit")).float().eval()  # as their `clip.load` does on a CPU
     tokens = clip.tokenize(golden.TEXTS)
     text = F.normalize(model.encode_text(tokens), dim=-1).detach()
     images = preprocess(pixels("vit"))

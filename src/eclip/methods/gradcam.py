@@ -1,21 +1,21 @@
-"""Grad-CAM (Selvaraju et al. 2017, arXiv 1610.02391) on the image-text cosine.
+"""Grad-CAM (Selvaraju et al. 2017, arXiv 1610.02391) on an image-text score.
 
 map = relu(sum_c w_c A_c), with A the features of a chosen layer and w_c the spatial mean of
-d cos(image, text) / d A_c. ResNet: A is the last stage (the input of the attention pool).
-ViT: A is the tokens entering a chosen block (default the last one; the same layer as
-pytorch-grad-cam's usual `blocks[-1].norm1` target and Grad-ECLIP's Grad-CAM baseline), patch
-tokens reshaped to the grid. The layer's *output* of the last block would be useless with class
-token pooling: patch tokens there do not reach the class token any more.
-
-Everything before the target layer runs once, without gradient; only the rest runs on the K-fold
-replicated batch, with one backward for all K texts (see `scoring`).
+d score(image, text) / d A_c (the score: the cosine by default, see `scoring.TARGETS`). ResNet: A
+is the last stage (the input of the attention pool). ViT: A is the tokens entering a chosen
+block (default the last one; the same layer as pytorch-grad-cam's usual `blocks[-1].norm1` target
+and Grad-ECLIP's Grad-CAM baseline), patch tokens reshaped to the grid, the spatial mean over the
+patches (pytorch-grad-cam drops the class token the same way). The layer's *output* of the last
+block would be useless with class token pooling: patch tokens there do not reach the class token
+any more. Everything before the layer runs once; see `gradient.GradientMethod` for the K texts.
 """
 from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.scoring import own_scores, pooled_output, replicate, split_replicas, text_chunks
+from eclip.methods.base import register
+from eclip.methods.gradient import GradientMethod, Pass
+from eclip.methods.scoring import pooled_output, replicate
 from eclip.methods.vit_paths import pooled_after, resolve_layer, tokens_before
 
 
@@ -26,43 +26,37 @@ def cam_from_gradients(features: torch.Tensor, grads: torch.Tensor) -> torch.Ten
 
 
 @register
-class GradCAM(Method):
-    """Grad-CAM of the image-text cosine on the last ResNet stage or a ViT block's input tokens."""
+class GradCAM(GradientMethod):
+    """Grad-CAM of the image-text score on the last ResNet stage or a ViT block's input tokens."""
 
     name = "gradcam"
     paper = "Grad-CAM: Selvaraju et al. 2017, arXiv 1610.02391"
-    needs_grad = True
 
-    def __init__(self, layer: int = -1, text_batch: int | None = None) -> None:
-        """`layer`: ViT block whose input tokens are explained (-1 = last); `text_batch`: texts per backward."""
+    def __init__(self, layer: int = -1, target: str = "cosine", text_batch: int | None = None, vmap: bool = False) -> None:
+        """`layer`: ViT block whose input tokens are explained (-1 = last); see `GradientMethod` for the rest."""
+        super().__init__(target, text_batch, vmap)
         self.layer = layer
-        self.text_batch = text_batch
 
-    def raw_maps(self, model, images, text_features):
+    def prepare(self, model, images):
+        """The explained features: the ResNet's last stage (B, C, h, w), or the tokens entering the ViT block (B, T, C)."""
+        with torch.no_grad():
+            if model.arch == "resnet":
+                return model.features(images)
+            return tokens_before(model, images, resolve_layer(self.layer, model.num_layers))
+
+    def forward(self, model, prepared, copies):
+        x = replicate(prepared, copies).detach().requires_grad_(True)
         if model.arch == "resnet":
-            with torch.no_grad():
-                feats = model.features(images)  # (B, C, h, w)
-            b, c, h, w = feats.shape
-            tokens = feats.flatten(2).transpose(1, 2)  # (B, hw, C)
-
-            def tail(x: torch.Tensor) -> torch.Tensor:
-                out = model.attention_pool(x.transpose(1, 2).reshape(-1, c, h, w))
-                return pooled_output(model, out[:, 0], out[:, 1:])
+            out = model.attention_pool(x)
+            pooled = pooled_output(model, out[:, 0], out[:, 1:])
         else:
-            layer = resolve_layer(self.layer, model.num_layers)
-            with torch.no_grad():
-                tokens = tokens_before(model, images, layer)  # (B, 1 + hw, C)
-            h, w = model.grid_size(*images.shape[-2:])
+            pooled = pooled_after(model, x, resolve_layer(self.layer, model.num_layers))
+        return Pass(wrt=[x], pooled=[pooled])
 
-            def tail(x: torch.Tensor) -> torch.Tensor:
-                return pooled_after(model, x, layer)
-
-        maps = []
-        for chunk in text_chunks(len(text_features), self.text_batch):
-            texts = text_features[chunk]
-            x = replicate(tokens, len(texts)).detach().requires_grad_(True)
-            (grads,) = torch.autograd.grad(own_scores(tail(x), texts).sum(), x)
-            if model.arch == "vit":
-                x, grads = x[:, 1:], grads[:, 1:]  # patch tokens only
-            maps.append(split_replicas(cam_from_gradients(x.detach(), grads), len(texts)))
-        return torch.cat(maps, dim=1).reshape(images.shape[0], len(text_features), h, w)
+    def relevance(self, model, prepared, values, grads, saved):
+        x, g = values[0], grads[0]
+        if model.arch == "resnet":  # (N, C, h, w) -> (N, hw, C)
+            x, g = x.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2)
+        else:
+            x, g = x[:, 1:], g[:, 1:]  # patch tokens only
+        return cam_from_gradients(x, g)

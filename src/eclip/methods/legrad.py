@@ -8,15 +8,18 @@ that block's own attention probabilities A_l is clipped at 0, averaged over head
 tokens, and its patch columns form the layer's map; the maps of all layers are summed.
 
 dS_l/dA_l only flows through block l's own tail (A_l v, out_proj, residual, FFN, head): each
-layer's attention is made a separate leaf on the K-fold replicated batch, so ONE backward of
-sum_l sum_k s_l gives every layer's and every text's gradient. ViT only.
+layer's attention is a separate tensor of the differentiable pass, so ONE backward of
+sum_l sum_k s_l gives every layer's and every text's gradient (`gradient.GradientMethod`). The
+defaults are the authors' (`LeWrapper(layer_index=-2)`, the cosine); their maps match to float
+rounding. ViT only.
 """
 from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.scoring import own_scores, replicate, split_replicas, text_chunks
+from eclip.methods.base import register
+from eclip.methods.gradient import GradientMethod, Pass
+from eclip.methods.scoring import replicate
 from eclip.methods.vit_paths import attend, resolve_layer, tokens_before
 
 
@@ -26,24 +29,25 @@ def legrad_layer_map(grad: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class LeGrad(Method):
+class LeGrad(GradientMethod):
     """Per-layer gradients of the layer's own image-text score w.r.t. its attention, summed over layers."""
 
     name = "legrad"
     paper = "LeGrad: Bousselham et al. 2024, arXiv 2404.03214"
     archs = frozenset({"vit"})
-    needs_grad = True
 
-    def __init__(self, layer_index: int = -2, text_batch: int | None = None) -> None:
-        """`layer_index`: first block used (-2 = the last two, the authors' wrapper default; 0 = all)."""
+    def __init__(self, layer_index: int = -2, target: str = "cosine", text_batch: int | None = None, vmap: bool = False) -> None:
+        """`layer_index`: first block used (-2 = the last two, the authors' wrapper default; 0 = all);
+        see `GradientMethod` for the rest."""
+        super().__init__(target, text_batch, vmap)
         self.layer_index = layer_index
-        self.text_batch = text_batch
 
-    def raw_maps(self, model, images, text_features):
-        start = resolve_layer(self.layer_index, model.num_layers)
+    def prepare(self, model, images):
+        """Per explained block: (block, its input tokens, its attention probabilities, its values), all without gradient."""
         with torch.no_grad():
+            start = resolve_layer(self.layer_index, model.num_layers)
             x = tokens_before(model, images, start)
-            layers = []  # (block, its input tokens, its attention probabilities, its values)
+            layers = []
             for block in model.blocks[start:]:
                 q, k, v = block.qkv(block.ln_1(x))
                 scale = q.shape[-1] ** -0.5
@@ -51,19 +55,17 @@ class LeGrad(Method):
                 layers.append((block, x, attn, v))
                 y = x + block.ls_1(attend(block, attn, v))
                 x = y + block.ls_2(block.mlp(block.ln_2(y)))
-        maps = []
-        for chunk in text_chunks(len(text_features), self.text_batch):
-            texts = text_features[chunk]
-            leaves, score = [], 0.0
-            for block, x_in, attn, v in layers:
-                a = replicate(attn, len(texts)).requires_grad_(True)
-                y = replicate(x_in, len(texts)) + block.ls_1(attend(block, a, replicate(v, len(texts))))
-                y = y + block.ls_2(block.mlp(block.ln_2(y)))
-                pooled = model.head(y.mean(dim=1, keepdim=True))[:, 0]
-                score = score + own_scores(pooled, texts).sum()
-                leaves.append(a)
-            grads = torch.autograd.grad(score, leaves)
-            total = sum(legrad_layer_map(g) for g in grads)
-            maps.append(split_replicas(total, len(texts)))
-        h, w = model.grid_size(*images.shape[-2:])
-        return torch.cat(maps, dim=1).reshape(images.shape[0], len(text_features), h, w)
+        return layers
+
+    def forward(self, model, prepared, copies):
+        leaves, pooled = [], []
+        for block, x_in, attn, v in prepared:
+            a = replicate(attn, copies).requires_grad_(True)
+            y = replicate(x_in, copies) + block.ls_1(attend(block, a, replicate(v, copies)))
+            y = y + block.ls_2(block.mlp(block.ln_2(y)))
+            pooled.append(model.head(y.mean(dim=1, keepdim=True))[:, 0])  # the authors' mean over all tokens
+            leaves.append(a)
+        return Pass(wrt=leaves, pooled=pooled)
+
+    def relevance(self, model, prepared, values, grads, saved):
+        return sum(legrad_layer_map(g) for g in grads)

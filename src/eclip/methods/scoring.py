@@ -1,14 +1,19 @@
-"""The target every gradient and perturbation method explains: the image-text cosine, K texts at once.
+"""Targets: the score of an (image, text) pair that a method explains or a faithfulness curve follows.
 
-ECLIP (Li et al. 2022, arXiv 2209.07046) explains the score CLIP actually matches with: the
-cosine between the model's own pooled image embedding and a text embedding. Gradient methods
-need one backward per text; instead of looping, the batch is replicated K times ("text-major":
-replica `k * B + b` is image b paired with text k) and ONE backward of the sum of each replica's
-own score gives every (image, text) gradient at once, because the replicas do not interact.
+One definition serves both, so that `--perturbation-score logit` and a gradient method's
+`target="logit"` mean the same number:
+- `cosine`: cos(image embedding, text embedding), the score CLIP matches with and ECLIP (Li et
+  al. 2022, arXiv 2209.07046) explains;
+- `logit`: CLIP's logit, the logit scale times the cosine (`logits_per_image` of Radford et al.
+  2021, arXiv 2103.00020), what Chefer et al.'s CLIP notebook differentiates;
+- `probability`: the softmax of the logits over the K texts given (RISE's class probability,
+  Petsiuk et al. 2018, arXiv 1806.07421), comparable across models in [0, 1].
+The image embedding is the model's own pooled one (`pooled_output`), so the explained score is
+the model's real score whatever its pooling head.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,16 +44,39 @@ def cosine_scores(pooled: torch.Tensor, text_features: torch.Tensor) -> torch.Te
     return pooled @ text_features.to(pooled).T
 
 
+def _cosine(pooled: torch.Tensor, text_features: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    return cosine_scores(pooled, text_features)
+
+
+def _logit(pooled: torch.Tensor, text_features: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    return logit_scale * cosine_scores(pooled, text_features)
+
+
+def _probability(pooled: torch.Tensor, text_features: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    return torch.softmax(logit_scale * cosine_scores(pooled, text_features), dim=-1)
+
+
+#: name -> (pooled (N, D), texts (K, D), logit scale) -> (N, K) scores.
+TARGETS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "cosine": _cosine, "logit": _logit, "probability": _probability,
+}
+
+
+def check_target(name: str) -> str:
+    """`name` if it is a target, else a ValueError naming the choices."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; use one of {', '.join(TARGETS)}")
+    return name
+
+
+def target_scores(name: str, model, pooled: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """(N, D) pooled embeddings of `model`, (K, D) texts -> (N, K) scores of target `name`."""
+    return TARGETS[check_target(name)](pooled, text_features, float(model.logit_scale))
+
+
 def replicate(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, ...) -> (K * B, ...), text-major: row k * B + b is a copy of row b."""
     return x.repeat(k, *([1] * (x.dim() - 1)))
-
-
-def own_scores(pooled: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """(K * B, D) replicated pooled embeddings, (K, D) texts -> (K * B,) each replica's own cosine."""
-    k = text_features.shape[0]
-    pooled = F.normalize(pooled.float(), dim=-1).reshape(k, -1, pooled.shape[-1])
-    return torch.einsum("kbd,kd->kb", pooled, text_features.to(pooled)).reshape(-1)
 
 
 def split_replicas(x: torch.Tensor, k: int) -> torch.Tensor:

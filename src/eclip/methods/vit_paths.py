@@ -124,13 +124,16 @@ NewPathFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], t
 """(q, k, v, x_normed) of one block -> (B, heads, T, d) head outputs of the parallel path."""
 
 
-def dual_path_tokens(model: ViTAdapter, images: torch.Tensor, depth: int, new_path: NewPathFn) -> torch.Tensor:
+def dual_path_tokens(
+    model: ViTAdapter, images: torch.Tensor, depth: int, new_path: NewPathFn, with_original: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The parallel path of CLIP Surgery (Li et al. 2023) and GEM (Bousselham et al. 2024).
 
     The original network runs unchanged. From the last `depth` blocks on, a second residual
     stream starts from the tokens entering the first of them and, at each of those blocks, adds
     the output (out_proj, layer scale) of a modified attention computed on the *original* path's
-    normed tokens; it skips the FFNs. Returns the parallel stream (B, 1 + h*w, C).
+    normed tokens; it skips the FFNs. Returns the parallel stream (B, 1 + h*w, C), and with
+    `with_original` also the original path's output (the model's own last tokens).
     """
     depth = max(1, min(depth, model.num_layers))
     start = model.num_layers - depth
@@ -140,8 +143,8 @@ def dual_path_tokens(model: ViTAdapter, images: torch.Tensor, depth: int, new_pa
         x_normed = block.ln_1(x)
         q, k, v = block.qkv(x_normed)
         x_new = x_new + block.ls_1(block.out_proj(merge_heads(new_path(q, k, v, x_normed))))
-        if block is not model.blocks[-1]:  # the original path only feeds the next block's attention
+        if with_original or block is not model.blocks[-1]:  # else the original path only feeds the next block
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
             x = x + block.ls_1(block.out_proj(merge_heads(out)))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x_new
+    return (x_new, x) if with_original else x_new

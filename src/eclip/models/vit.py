@@ -57,6 +57,14 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * d)
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, C) -> (B, heads, T, C // heads): the inverse of `merge_heads`."""
+    b, t, c = x.shape
+    if c % heads:
+        raise ValueError(f"{c} channels do not split into {heads} heads")
+    return x.reshape(b, t, heads, c // heads).transpose(1, 2)
+
+
 def attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product attention probabilities: (B, h, T, d) x2 -> (B, h, T, T)."""
     scale = q.shape[-1] ** -0.5
