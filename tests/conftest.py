@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from golden.golden_models import calibrate_batch_norm
+
 from eclip.models.loading import simple_tokenizer, wrap
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -18,12 +20,16 @@ def make_open_clip(arch: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     vision = VIT_CFG if arch == "vit" else RN_CFG
     model = CLIP(embed_dim=24, vision_cfg=dict(vision), text_cfg=dict(TEXT_CFG))
-    if arch == "resnet":  # random BN statistics, so a mistake in the stem would show
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        with torch.no_grad():  # sharpen the pool's attention: at random init it is nearly uniform
+    if arch == "resnet":
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            # open_clip starts each block's last BN scale at 0 (dead residual branches); with the initial
+            # BN statistics the last stage is then constant over space and every ResNet map is flat
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.copy_(1.0 + 0.2 * torch.randn(m.weight.shape, generator=g))
+            calibrate_batch_norm(model, g)
+            # sharpen the pool's attention: at random init it is nearly uniform
             model.visual.attnpool.q_proj.weight.mul_(6.0)
             model.visual.attnpool.k_proj.weight.mul_(6.0)
     return model.eval()
