@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from golden.golden_models import calibrate_batch_norm
 
 from eclip.models.loading import simple_tokenizer, wrap

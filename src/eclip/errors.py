@@ -32,3 +32,7 @@ class CheckpointError(EclipError):
 
 class MethodError(EclipError):
     """An unknown method, or a method that does not support the given model."""
+
+
+class EvaluationError(EclipError):
+    """An evaluation that cannot run as asked (bad option, maps folder missing, resume file that does not fit)."""

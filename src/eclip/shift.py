@@ -10,7 +10,7 @@ sections 2 and 4), per (image, class present in it), on the map min-max normalis
   (grid 0.00..1.00 step 0.05, chosen to maximise the mean), IoU with the class mask;
 - pointing game: the map's peak on the object;
 - zero-shot accuracy of the model's own pooled embedding (multi-label top-1,
-  `eclip.metrics.zeroshot`), so a fix of the map that costs recognition shows.
+  `eclip.evaluation.zeroshot`), so a fix of the map that costs recognition shows.
 The numbers come from `eclip.metrics` through the same `MetricSuite` and map normalisation as
 `eclip evaluate` (`eclip.evaluation`), so the two commands agree on the same maps. This module is
 the library side of `eclip shift` and of the ECLIP ablation (`bench/eclip_ablation.py`).
@@ -93,7 +93,7 @@ def measure(
     is explained on its own, its map resized to the image and min-max normalised as `eclip
     evaluate` does. Returns {method name: metrics, "zero_shot": {top1, n, ...}}.
     """
-    from eclip.metrics.zeroshot import zero_shot_accuracy
+    from eclip.evaluation.zeroshot import zero_shot_accuracy
 
     text = encode_prompts(model, list(classnames), templates)
     accumulators = {name: ShiftAccumulator() for name in methods}

@@ -273,7 +273,8 @@ def naclip(repo: Path) -> None:
     model.visual.set_params("reduced", "naclip", 5.0)
     text = F.normalize(model.encode_text(clip.tokenize(golden.TEXTS)), dim=-1).detach()
     maps = _segmentor_maps(model, preprocess(pixels("vit")), text)
-    write("naclip-vit", grid_minmax(maps), text, repo, "sinahmr/NACLIP", "set_params('reduced', 'naclip', 5.0); encode_image(return_all=True)")
+    write("naclip-vit", grid_minmax(maps), text, repo, "sinahmr/NACLIP",
+          "set_params('reduced', 'naclip', 5.0); encode_image(return_all=True)")
 
 
 def clearclip(repo: Path) -> None:

@@ -71,8 +71,8 @@ def evaluate_command(
     OUT.csv and OUT.md; OUT.partial.json holds the progress until the run completes.
     """
     from eclip.evaluation import EvalConfig, evaluate, partial_path, write_results
-    from eclip.evaluation.output import markdown_table
     from eclip.evaluation.runner import world_info
+    from eclip.report.tables import markdown_table, write_markdown
 
     models = list(model) if model else ([] if maps is not None else ["synth-vit"])
     device = init_distributed(device)
@@ -86,6 +86,7 @@ def evaluate_command(
     records = evaluate(config, partial=partial, resume=resume, progress=progress)
     if rank == 0:
         paths = write_results(records, out)
+        write_markdown(records, paths["md"])
         typer.echo(markdown_table(records))
         for r in records:
             if r.get("error"):

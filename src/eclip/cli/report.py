@@ -33,13 +33,16 @@ def report_command(
     overlays: dict[str, list[Path]] = {}
     if dataset and root and examples:
         from eclip.data.registry import open_dataset
-        from eclip.evaluation.examples import example_overlays
+        from eclip.evaluation.examples import example_maps
+        from eclip.report.overlay import example_overlay
 
         ds = open_dataset(dataset, root)
         for record in records:
             if record.get("dataset") == ds.name and not record.get("error"):
                 label = record_label(record, with_dataset=True)
-                overlays[label] = example_overlays(record, ds, examples, out / "overlays", device=device)
+                overlays[label] = [example_overlay(str(record["model"]), str(record["method"]), ex.image_id, ex.image, ex.maps,
+                                                   ex.classes, ex.contrasts, out / "overlays")
+                                   for ex in example_maps(record, ds, examples, device=device)]
     page = write_report(records, out, figure, overlays)
     drawn = sum(map(len, overlays.values()))
     typer.echo(f"wrote {page}" + (f", {figure.name}" if figure else "") + (f", {drawn} overlays" if overlays else ""))

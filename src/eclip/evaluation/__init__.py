@@ -8,7 +8,8 @@ Protocol (ECLIP.md section 4): every class present in an image is explained on i
 prompts of all the dataset's classes as the text set; maps are resized to the image and min-max
 normalised; metrics are in `eclip.metrics`.
 """
-from eclip.evaluation.config import DEFAULT_TEMPLATES, EvalConfig, EvaluationError
+from eclip.errors import EvaluationError
+from eclip.evaluation.config import DEFAULT_TEMPLATES, EvalConfig
 from eclip.evaluation.output import read_results, write_results
 from eclip.evaluation.partial import partial_path
 from eclip.evaluation.runner import Evaluation, evaluate

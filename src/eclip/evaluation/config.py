@@ -5,18 +5,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eclip.errors import EclipError
+from eclip.errors import EvaluationError
+from eclip.methods.scoring import TARGETS
 
 #: Prompt templates per dataset: CLIP's 80 ImageNet templates for the photo datasets (Radford et al.
 #: 2021, arXiv 2103.00020, the "standard template ensemble"); the synthetic scenes use the single
 #: template the bundled models are evaluated with ("a photo of a {}.").
 DEFAULT_TEMPLATES = {"voc": "imagenet", "coco": "imagenet", "context": "imagenet", "synthetic": "single"}
 
-SCORES = ("cosine", "probability")
-
-
-class EvaluationError(EclipError):
-    """An evaluation that cannot run as asked (bad option, maps folder missing, resume file that does not fit)."""
+#: The scores deletion / insertion can follow: the targets gradient methods explain (`eclip.methods.scoring`).
+SCORES = tuple(TARGETS)
 
 
 @dataclass
@@ -38,7 +36,8 @@ class EvalConfig:
         perturbation: compute deletion / insertion AUC (costly: 2 x steps forwards per pair).
         deletion_steps: S, points of the deletion / insertion curves minus one.
         perturbation_baseline: "blur" or "mean" (see `eclip.metrics.faithfulness`).
-        perturbation_score: "cosine" (image-text cosine) or "probability" (softmax over the classes).
+        perturbation_score: a target of `eclip.methods.scoring.TARGETS`: "cosine" (image-text cosine),
+            "logit" (times CLIP's logit scale) or "probability" (softmax over the classes).
         perturbation_batch: perturbed images per forward pass.
         checkpoint_every: write the partial-results file every this many batches.
     """

@@ -1,29 +1,41 @@
-"""Example overlays for a report: the maps one evaluation record scored, drawn over a few of its images."""
+"""Example maps for a report: the maps one evaluation record scored, for a few of its images.
+
+The maps are made here (the same path as the evaluation: `prepare`, the record's method and
+prompts, `to_image_size`); drawing them is the report's job (`eclip.report.overlay`), which the
+CLI calls, so that evaluation never imports report.
+"""
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from eclip.evaluation.maps import MapsFolder, to_image_size
 from eclip.evaluation.runner import prepare
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "x"
+@dataclass
+class Example:
+    """One image's maps: classes present, maps (P, H, W) in [0, 1], and each map's score contrast
+    (mean inside the class mask minus outside; NaN where the mask leaves no inside or outside)."""
+
+    image_id: str
+    image: Image.Image
+    classes: list[str]
+    maps: np.ndarray
+    contrasts: list[float]
 
 
-def example_overlays(record: dict, dataset, n: int, out_dir: Path, device: str = "cpu") -> list[Path]:
-    """Overlay PNGs of the first `n` usable images of `dataset` for `record`'s (model, method).
+def example_maps(record: dict, dataset, n: int, device: str = "cpu") -> Iterator[Example]:
+    """The first `n` usable images of `dataset` with `record`'s maps of every class present.
 
-    Each PNG shows the image, then one panel per class present with its map and its score
-    contrast (mean inside the mask minus outside). Maps come from the record's model and method
-    (prompts with the record's templates) or, for a `maps:DIR` record, from DIR.
+    Maps come from the record's model and method (prompts with the record's templates) or, for a
+    `maps:DIR` record, from DIR. Nothing for a method the model's architecture does not support.
     """
-    from eclip.report.overlay import overlay_panels
-
     classnames = list(dataset.classnames)
     model_name, method_name = str(record["model"]), str(record["method"])
     folder = MapsFolder(Path(model_name.removeprefix("maps:"))) if model_name.startswith("maps:") else None
@@ -35,11 +47,11 @@ def example_overlays(record: dict, dataset, n: int, out_dir: Path, device: str =
         model = load_model(model_name, device=device)
         method = get_method(method_name)
         if model.arch not in method.archs:
-            return []
+            return
         text = class_text_features(model, classnames, record.get("templates") or "single")
-    written: list[Path] = []
+    given = 0
     for index in range(len(dataset)):
-        if len(written) >= n:
+        if given >= n:
             break
         try:
             p = prepare(dataset[index], classnames)
@@ -56,10 +68,7 @@ def example_overlays(record: dict, dataset, n: int, out_dir: Path, device: str =
             if not found:
                 continue
             maps = to_image_size(torch.from_numpy(np.stack([found.get(c, np.zeros(p.size, np.float32)) for c in p.classes])), p.size)
-        titles = []
-        for cls, m, mask in zip(p.classes, maps, p.masks):
-            contrast = float(m[mask].mean() - m[~mask].mean()) if mask.any() and (~mask).any() else float("nan")
-            titles.append(f"{cls}\nin-out {contrast:+.2f}")
-        name = f"{_safe(model_name)}__{_safe(method_name)}__{_safe(p.image_id)}.png"
-        written.append(overlay_panels(p.image, maps.numpy(), titles, out_dir / name, suptitle=f"{model_name} · {method_name}"))
-    return written
+        contrasts = [float(m[mask].mean() - m[~mask].mean()) if mask.any() and (~mask).any() else float("nan")
+                     for m, mask in zip(maps, p.masks)]
+        given += 1
+        yield Example(p.image_id, p.image, list(p.classes), maps.numpy(), contrasts)

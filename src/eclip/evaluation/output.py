@@ -1,4 +1,4 @@
-"""Evaluation results on disk: OUT.json (the records), OUT.csv (their numbers) and OUT.md (a table).
+"""Evaluation results on disk: OUT.json (the records) and OUT.csv (their numbers).
 
 The JSON is the contract other tools read: a list with one record per (dataset, model, method)
 holding at least dataset, model, method, n_pairs, threshold, fg_iou, miou, msc (percent),
@@ -13,48 +13,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from eclip.errors import EvaluationError
+
 #: The contracted keys, in the order tables show them.
 CONTRACT = ("dataset", "model", "method", "n_pairs", "threshold", "fg_iou", "miou", "msc", "inverted_rate", "pointing_game",
             "deletion_auc", "insertion_auc")
-
-#: Metric -> (label, higher is better) for tables and figures.
-METRICS = {
-    "fg_iou": ("fg IoU", True),
-    "miou": ("mIoU", True),
-    "msc": ("mSC %", True),
-    "inverted_rate": ("inverted", False),
-    "pointing_game": ("pointing", True),
-    "deletion_auc": ("deletion AUC", False),
-    "insertion_auc": ("insertion AUC", True),
-}
-
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def markdown_table(records: Sequence[dict]) -> str:
-    """The records as a Markdown table (arrows give each metric's direction)."""
-    head = ["dataset", "model", "method", "pairs", "thr"] + [f"{label} {'↑' if up else '↓'}" for label, up in METRICS.values()]
-    head.append("skipped")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in records:
-        cells = [r["dataset"], r["model"], r["method"], _fmt(r.get("n_pairs")), _fmt(r.get("threshold"), 2)]
-        cells += [_fmt(r.get(key), 1 if key == "msc" else 3) for key in METRICS]
-        cells.append(_fmt(r.get("skipped", 0)) + (f" (+{r['missing']} missing)" if r.get("missing") else ""))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
 
 
 def csv_text(records: Sequence[dict]) -> str:
@@ -70,7 +39,7 @@ def csv_text(records: Sequence[dict]) -> str:
 
 
 def output_paths(out: Path) -> dict[str, Path]:
-    """OUT.json, OUT.csv and OUT.md for `-o OUT.json`."""
+    """OUT.json, OUT.csv and OUT.md (the table `eclip.report.tables` writes) for `-o OUT.json`."""
     out = Path(out)
     base = out.with_suffix("") if out.suffix == ".json" else out
     return {"json": base.with_name(base.name + ".json"), "csv": base.with_name(base.name + ".csv"),
@@ -78,18 +47,15 @@ def output_paths(out: Path) -> dict[str, Path]:
 
 
 def write_results(records: Sequence[dict], out: Path) -> dict[str, Path]:
-    """Write OUT.json, OUT.csv and OUT.md (each atomically); returns their paths."""
+    """Write OUT.json and OUT.csv (each atomically); returns the paths of `output_paths`."""
     paths = output_paths(out)
     _atomic_write(paths["json"], json.dumps(list(records), indent=2) + "\n")
     _atomic_write(paths["csv"], csv_text(records))
-    _atomic_write(paths["md"], markdown_table(records) + "\n")
     return paths
 
 
 def read_results(paths: Sequence[Path]) -> list[dict]:
     """Records of one or more OUT.json files, in order."""
-    from eclip.evaluation.config import EvaluationError
-
     records = []
     for path in paths:
         try:

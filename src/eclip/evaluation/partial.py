@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from eclip.evaluation.config import EvaluationError
+from eclip.errors import EvaluationError
 
 FORMAT = "eclip-eval-partial/1"
 

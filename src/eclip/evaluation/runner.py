@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eclip.errors import EclipError
-from eclip.evaluation.config import EvalConfig, EvaluationError
+from eclip.errors import EclipError, EvaluationError
+from eclip.evaluation.config import EvalConfig
 from eclip.evaluation.partial import load_partial, save_partial
 from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Prepared, Source
 from eclip.evaluation.suite import MetricSuite

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from eclip.evaluation.config import EvalConfig
@@ -85,36 +83,15 @@ def class_text_features(model, classnames: Sequence[str], templates: str, chunk:
 
 
 def make_scorer(model, text: torch.Tensor, kind: str = "cosine") -> Scorer:
-    """The score deletion / insertion follow: image-text cosine, or softmax probability over the K classes."""
-    scale = float(model.logit_scale) if kind == "probability" else 1.0
+    """The score deletion / insertion follow: a target of `eclip.methods.scoring` (cosine, logit, probability
+    over the K classes), the same definition the gradient methods explain."""
+    from eclip.methods.scoring import target_scores
 
     def score(images: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
-        embedding = F.normalize(model.encode_image(images).float(), dim=-1)
-        sims = embedding @ text.to(embedding).T
-        if kind == "probability":
-            sims = torch.softmax(sims * scale, dim=-1)
-        return sims.gather(1, text_index.to(sims.device)[:, None])[:, 0]
+        scores = target_scores(kind, model, model.encode_image(images), text)
+        return scores.gather(1, text_index.to(scores.device)[:, None])[:, 0]
 
     return score
-
-
-@contextmanager
-def cpu_threads(n: int = 1) -> Iterator[None]:
-    """Run the block with `n` intra-op CPU threads, then restore the setting.
-
-    The metrics are many small operations on CPU tensors; with several threads each one is a
-    thread-pool round trip, which costs more than it saves, and far more when the cores are busy
-    with other work (measured: 3x slower metrics on 2 shared cores). The model keeps all threads.
-    """
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def same_size_groups(batch: Sequence[Prepared], max_pixels: int = 1 << 23) -> list[list[int]]:
@@ -194,11 +171,10 @@ class ModelSource(Source):
                 raw, scores = maps.raw.cpu(), maps.scores
             else:
                 raw, scores = raw_maps(explainer, self.model, images, self.text).cpu(), None
-            with cpu_threads(1):
-                for group in same_size_groups(batch):
-                    selected = torch.cat([raw[i, batch[i].class_index] for i in group])
-                    masks, ignore = stack_pairs([batch[i] for i in group])
-                    suites[name].update_pairs(to_image_size(selected, batch[group[0]].size), masks, ignore)
+            for group in same_size_groups(batch):
+                selected = torch.cat([raw[i, batch[i].class_index] for i in group])
+                masks, ignore = stack_pairs([batch[i] for i in group])
+                suites[name].update_pairs(to_image_size(selected, batch[group[0]].size), masks, ignore)
             pairs = [(i, k) for i, p in enumerate(batch) for k, ok in zip(p.class_index, p.defined) if ok]
             if self.config.perturbation and pairs:
                 deletion, insertion = perturbation_curves(
@@ -225,6 +201,5 @@ class FolderSource(Source):
             suite.counts.update(images=1, missing=len(missing))
             keep = [j for j, cls in enumerate(p.classes) if cls in found]
             if keep:
-                with cpu_threads(1):
-                    maps = to_image_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
-                    suite.update_pairs(maps, p.masks[keep], p.ignore)
+                maps = to_image_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
+                suite.update_pairs(maps, p.masks[keep], p.ignore)

@@ -26,13 +26,6 @@ def value_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return eye.expand(q.shape[0], q.shape[1], -1, -1)
 
 
-def resnet_value_dense(model, images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, h, w, D): c_proj(v_proj(x)) of the attention pool at every location."""
-    feats = model.features(images)  # (B, C, h, w)
-    x = feats.permute(0, 2, 3, 1)
-    return model.pool.c_proj(model.pool.v_proj(x))
-
-
 @register
 class MaskCLIP(Method):
     """Dense features from the last attention's value path (no q-k attention), cosine with texts."""
@@ -48,7 +41,7 @@ class MaskCLIP(Method):
     def dense(self, model, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, h, w, D) MaskCLIP features in the joint space."""
         if model.arch == "resnet":
-            return resnet_value_dense(model, images)
+            return model.value_path(model.features(images))
         return last_block_dense(model, images, value_attention, residual=self.residual, ffn=self.ffn)
 
     def raw_maps(self, model, images, text_features):

@@ -2,8 +2,8 @@
 
 - `localization`: foreground IoU and binary mIoU at a searched threshold, pointing game;
 - `semantic_shift`: mean score contrast (mSC) and inverted rate;
-- `faithfulness`: deletion and insertion AUC of the image-text score;
-- `zeroshot`: zero-shot accuracy of the model's own embedding.
+- `faithfulness`: deletion and insertion AUC of the image-text score.
+Zero-shot accuracy runs a model, so it lives with the runner (`eclip.evaluation.zeroshot`).
 """
 from eclip.metrics.base import Metric
 from eclip.metrics.faithfulness import Deletion, Insertion, perturbation_curves

@@ -20,11 +20,18 @@ class Metric(ABC):
     """A streaming metric whose whole state is a dict of float64 tensors that reduce by addition.
 
     Subclasses call `super().__init__()`, then `add_state` for each sum they keep, and implement
-    `update` and `compute`. `higher_is_better` declares the score direction of the
-    metric's headline number (None: neither, e.g. a count).
+    `update` and `compute`. `directions` declares, for each number of `compute()` that has one,
+    whether higher is better (reports and figures read it from here); `higher_is_better` is that
+    of the headline number, the first of `directions` (None: neither, e.g. a count).
     """
 
+    directions: ClassVar[dict[str, bool]] = {}
     higher_is_better: ClassVar[bool | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "directions" in cls.__dict__:
+            cls.higher_is_better = next(iter(cls.directions.values()), None)
 
     def __init__(self) -> None:
         self._defaults: dict[str, torch.Tensor] = {}

@@ -159,7 +159,7 @@ class Deletion(PerturbationAUC):
     """
 
     key = "deletion_auc"
-    higher_is_better = False
+    directions = {"deletion_auc": False}
 
 
 class Insertion(PerturbationAUC):
@@ -171,4 +171,4 @@ class Insertion(PerturbationAUC):
     """
 
     key = "insertion_auc"
-    higher_is_better = True
+    directions = {"insertion_auc": True}

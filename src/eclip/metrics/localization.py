@@ -63,7 +63,7 @@ class ThresholdIoU(PairMetric):
     O(pixels) per pair rather than O(pixels x thresholds).
     """
 
-    higher_is_better = True
+    directions = {"fg_iou": True, "miou": True}
 
     def __init__(self, thresholds: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
@@ -123,7 +123,7 @@ class PointingGame(PairMetric):
     top-left corner).
     """
 
-    higher_is_better = True
+    directions = {"pointing_game": True}
 
     def __init__(self, tolerance: int = 0) -> None:
         super().__init__()

@@ -28,7 +28,7 @@ class ScoreContrast(PairMetric):
     headline mSC is higher-is-better; `inverted_rate` is lower-is-better.
     """
 
-    higher_is_better = True
+    directions = {"msc": True, "score_contrast": True, "inverted_rate": False}
 
     def __init__(self) -> None:
         super().__init__()

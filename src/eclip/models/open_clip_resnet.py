@@ -75,6 +75,12 @@ class OpenClipResNet(OpenClipTextMixin, DenseCLIP):
         b, h, t, d = heads_out.shape
         return self.pool.c_proj(heads_out.transpose(1, 2).reshape(b, t, h * d))
 
+    def value_path(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, h, w, D): c_proj(v_proj(x)) at every location, the pool without q-k attention
+        and position embedding (MaskCLIP, Zhou et al. 2022)."""
+        x = feats.permute(0, 2, 3, 1)
+        return self.pool.c_proj(self.pool.v_proj(x))
+
     def attention_pool(self, feats: torch.Tensor, return_attn: bool = False):
         """(B, C, h, w) -> (B, 1 + h*w, D) outputs for every query (mean token first) [and attention]."""
         t = self.pool_tokens(feats)

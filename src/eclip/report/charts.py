@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from eclip.evaluation.output import METRICS  # noqa: E402
+from eclip.report.tables import METRICS  # noqa: E402
 
 
 def record_label(record: dict, with_dataset: bool = False) -> str:

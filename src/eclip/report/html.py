@@ -5,7 +5,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from eclip.evaluation.output import METRICS
+from eclip.report.tables import METRICS, arrow
 
 
 def _cell(value, key: str = "") -> str:
@@ -18,7 +18,7 @@ def _cell(value, key: str = "") -> str:
 
 def results_table(records: Sequence[dict]) -> str:
     """An HTML table of the records (the contracted numbers and the counts)."""
-    head = ["dataset", "model", "method", "pairs", "threshold"] + [f"{label} {'↑' if up else '↓'}" for label, up in METRICS.values()]
+    head = ["dataset", "model", "method", "pairs", "threshold"] + [f"{label} {arrow(key)}" for key, (label, _) in METRICS.items()]
     head += ["images", "skipped", "missing"]
     rows = []
     for r in records:

@@ -1,6 +1,7 @@
 """Heat-map overlays: the image, then one panel per text with its map, text and score."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,18 @@ def overlay_panels(
 def score_titles(texts: Sequence[str], cosine: Sequence[float], probability: Sequence[float]) -> list[str]:
     """The panel titles of `eclip explain`'s overlays: each text with its cosine and probability."""
     return [f"{t}\ncos {c:.3f} · p {p:.2f}" for t, c, p in zip(texts, cosine, probability)]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "x"
+
+
+def example_overlay(model: str, method: str, image_id: str, image: Image.Image, maps: np.ndarray, classes: Sequence[str],
+                    contrasts: Sequence[float], out_dir: Path) -> Path:
+    """OUT_DIR/<model>__<method>__<image_id>.png: the image, then each class's map with its score contrast."""
+    titles = [f"{cls}\nin-out {c:+.2f}" for cls, c in zip(classes, contrasts)]
+    name = f"{_safe(model)}__{_safe(method)}__{_safe(image_id)}.png"
+    return overlay_panels(image, maps, titles, Path(out_dir) / name, suptitle=f"{model} · {method}")
 
 
 def map_grid(rows: Sequence[tuple[Image.Image, np.ndarray, str, Sequence[tuple[str, np.ndarray]]]], out: Path) -> Path:
