@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import RN_CFG, TEXT_CFG, VIT_CFG, make_open_clip
 from PIL import Image
 from typer.testing import CliRunner
 
 import eclip.cli as cli
 from eclip.data.synthetic import SceneConfig, write_dataset
-from eclip.evaluation import EvalConfig, Evaluation, EvaluationError, evaluate, partial_path, read_results
+from eclip.evaluation import EvalConfig, EvaluationError, evaluate, partial_path, read_results
 from eclip.evaluation.output import CONTRACT
-from eclip.evaluation.suite import MetricSuite
 from eclip.metrics import PointingGame, ScoreContrast, ThresholdIoU
 from eclip.models.folder import save_model_folder
 
@@ -62,12 +65,47 @@ def test_evaluate_writes_the_contracted_records(synth, models, tmp_path, arch):
     records = json.loads(out.read_text())
     assert [(r["dataset"], r["model"], r["method"]) for r in records] == [("synthetic", str(models[arch]), m) for m in ("itsm", "maskclip")]
     for r in records:
-        assert set(CONTRACT) <= set(r) and r["n_images"] == 5 and r["n_pairs"] >= 5 and r["skipped"] == 0
-        assert 0 <= r["fg_iou"] <= 1 and 0 <= r["miou"] <= 1 and -100 <= r["msc"] <= 100 and 0 <= r["threshold"] <= 1
-        assert 0 <= r["inverted_rate"] <= 1 and 0 <= r["pointing_game"] <= 1
-        assert -1 <= r["deletion_auc"] <= 1 and -1 <= r["insertion_auc"] <= 1 and len(r["deletion_curve"]) == 3
+        expected, (first, last) = by_hand(models[arch], synth, r["method"], limit=5)
+        assert set(CONTRACT) <= set(r) and r["n_images"] == 5 and r["skipped"] == 0 and r["n_pairs"] == expected.pop("n_pairs")
+        for key, value in expected.items():
+            assert r[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (r["method"], key)  # msc is in percent
+        assert len(r["deletion_curve"]) == 3 and r["deletion_curve"][0] != pytest.approx(last, abs=1e-4)
+        assert (r["deletion_curve"][0], r["deletion_curve"][-1]) == pytest.approx((first, last), abs=1e-5)
+        assert (r["insertion_curve"][0], r["insertion_curve"][-1]) == pytest.approx((last, first), abs=1e-5)
     assert out.with_suffix(".csv").read_text().startswith(",".join(CONTRACT))
     assert "| synthetic |" in out.with_suffix(".md").read_text() and not partial_path(out).exists()
+
+
+def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
+    """The record's numbers computed from the public pieces, one image at a time: the method's maps of
+    each class present (resized as every map is), the metrics on them, and the two ends of the
+    deletion curves, whose values are known: the cosine of the image, then of its blurred copy."""
+    from eclip.data.registry import open_dataset
+    from eclip.evaluation.maps import to_image_size
+    from eclip.evaluation.runner import prepare
+    from eclip.evaluation.sources import class_text_features
+    from eclip.methods.base import get_method
+    from eclip.metrics.faithfulness import baseline_images
+    from eclip.models.loading import load_model
+
+    model, dataset = load_model(str(model_path)), open_dataset("synthetic", root, limit=limit)
+    text = class_text_features(model, dataset.classnames, "single")
+    iou, contrast, pointing = ThresholdIoU(), ScoreContrast(), PointingGame()
+    ends = []
+    for sample in dataset:
+        p = prepare(sample, list(dataset.classnames))
+        images = model.preprocess([p.image])
+        raw = get_method(method).explain(model, images, text).raw[0, p.class_index]
+        maps = to_image_size(raw, p.size)
+        for metric in (iou, contrast, pointing):
+            metric.update(maps, p.masks, p.ignore)
+        with torch.no_grad():
+            cos = [F.normalize(model.encode_image(x).float(), dim=-1) @ text[p.class_index].T for x in (images, baseline_images(images))]
+        ends += [(float(cos[0][0, j]), float(cos[1][0, j])) for j, ok in enumerate(p.defined) if ok]
+    first, last = np.mean([e[0] for e in ends]), np.mean([e[1] for e in ends])
+    i, c = iou.compute(), contrast.compute()
+    return {"n_pairs": i["n_pairs"], "threshold": i["threshold"], "fg_iou": i["fg_iou"], "miou": i["miou"], "msc": c["msc"],
+            "inverted_rate": c["inverted_rate"], "pointing_game": pointing.compute()["pointing_game"]}, (first, last)
 
 
 def test_a_method_undefined_for_the_architecture_gives_an_empty_record(synth, models, tmp_path):
@@ -173,20 +211,25 @@ def test_resume_after_an_interruption_equals_one_pass(synth, models, tmp_path, m
         evaluate(EvalConfig("synthetic", synth, models=[str(models["vit"])], limit=3), partial=partial, resume=True, progress=False)
 
 
-def test_shards_add_up_to_one_pass(synth, models, tmp_path):
-    config = EvalConfig("synthetic", synth, models=[str(models["vit"])], methods=["itsm"], **FAST)
-    whole = evaluate(config, progress=False)[0]
-    merged = None
-    for rank in range(2):
-        shard = Evaluation(config, partial=tmp_path / f"p{rank}.json", progress=False)
-        shard.rank, shard.world, shard.indices = rank, 2, list(range(rank, 7, 2))
-        shard.run()
-        state = json.loads((tmp_path / f"p{rank}.json").read_text())["sources"][f"model:{models['vit']}"]["suites"]["itsm"]
-        suite = MetricSuite(deletion_steps=1).load_json(state)
-        merged = suite if merged is None else merged.merge(suite)
-    scores = merged.scores()
-    for key in CONTRACT[3:] + ("n_images",):
-        assert scores[key] == pytest.approx(whole[key]), key
+def test_torchrun_two_processes_give_the_single_process_records(synth, models, tmp_path):
+    """A real `torchrun --nproc_per_node 2` (gloo) run of `eclip evaluate`: rank r takes images r, r + 2, ...;
+    the metric sums are all-reduced, rank 0 writes the records, equal to one process's."""
+    eclip_bin = Path(sys.executable).parent / "eclip"
+    args = ["evaluate", "--root", str(synth), "--model", str(models["vit"]), "--method", "itsm", "--method", "gradcam",
+            "--deletion-steps", "1", "--batch-size", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run([str(eclip_bin), *args, "-o", str(one)], check=True, env=env, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+                           str(eclip_bin), *args, "-o", str(two)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single, sharded = json.loads(one.read_text()), json.loads(two.read_text())
+    assert [r["world_size"] for r in sharded] == [2, 2] and [r["world_size"] for r in single] == [1, 1]
+    assert not list(tmp_path.glob("two.partial*")), "each rank removes its partial file"
+    for a, b in zip(single, sharded):
+        assert a["n_images"] == b["n_images"] == 7 and a["n_pairs"] == b["n_pairs"] > 7
+        for key in CONTRACT[3:] + ("deletion_curve", "insertion_curve", "fg_iou_by_threshold"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6), (a["method"], key)
 
 
 def test_broken_images_missing_masks_and_unknown_class_ids_are_counted_skips(models, tmp_path):
