@@ -54,7 +54,8 @@ def evaluate_command(
     deletion_steps: int = typer.Option(10, "--deletion-steps", min=1, help="Steps of the deletion / insertion curves."),
     baseline: str = typer.Option("blur", "--perturbation-baseline", help="What removed pixels become: blur or mean (colour)."),
     score: str = typer.Option("cosine", "--perturbation-score", help="Score deletion / insertion follow: cosine (image-text), "
-                                                                     "logit (times CLIP's logit scale) or probability (softmax over the classes)."),
+                                                                     "logit (times CLIP's logit scale) or probability "
+                                                                     "(softmax over the classes)."),
     perturbation_batch: int = typer.Option(64, "--perturbation-batch", min=1, help="Perturbed images per forward pass."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial.json."),
     checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=1, help="Write OUT.partial.json every N batches."),
