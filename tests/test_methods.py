@@ -236,11 +236,29 @@ def test_gradcam_vit_by_hand(adapters):
 
 
 # ------------------------------------------------------------------ Chefer
-def test_chefer_vectorised_backward_equals_the_replicated_batch(adapters):
-    adapter = adapters["vit"]
+@pytest.mark.parametrize("arch,name", supported(GRADIENT))
+def test_vectorised_backward_equals_the_replicated_batch(adapters, arch, name):
+    """The gradient base's two ways of batching the texts give the same maps, for every target."""
+    adapter = adapters[arch]
     images = random_images(adapter, seed=5)
-    vmapped = raw(adapter, "chefer", images=images)
-    assert torch.allclose(vmapped, raw(adapter, "chefer", images=images, vmap=False), atol=1e-6)
+    for target in ("cosine", "logit", "probability"):
+        vmapped = raw(adapter, name, images=images, vmap=True, target=target)
+        replicated = raw(adapter, name, images=images, vmap=False, target=target, text_batch=2)
+        assert torch.allclose(vmapped, replicated, atol=1e-6, rtol=1e-4), target
+
+
+def test_targets_scale_and_couple_the_texts_as_defined(adapters):
+    """logit = logit scale x cosine, so its Grad-CAM weights scale with it (relu is positively homogeneous);
+    the probability couples the texts: its map of a text depends on the other texts given."""
+    adapter = adapters["vit"]
+    images = random_images(adapter, seed=6)
+    cosine = raw(adapter, "gradcam", images=images, target="cosine")
+    assert torch.allclose(raw(adapter, "gradcam", images=images, target="logit"), adapter.logit_scale * cosine, rtol=1e-4, atol=1e-6)
+    prob = raw(adapter, "gradcam", images=images, target="probability")
+    alone = raw(adapter, "gradcam", texts=TEXTS[:1], images=images, target="probability")
+    assert torch.allclose(raw(adapter, "gradcam", texts=TEXTS[:1], images=images, target="cosine"), cosine[:, :1], atol=1e-6)
+    assert not torch.allclose(prob[:, :1], alone, atol=1e-6)  # softmax over one text is constant: no gradient
+    assert alone.abs().max() < 1e-6
 
 
 def test_chefer_one_block_closed_form():

@@ -31,7 +31,7 @@ class CheckpointError(EclipError):
 
 
 class MethodError(EclipError):
-    """An unknown method, or a method that does not support the given model."""
+    """An unknown method or method option, or a method that does not support the given model."""
 
 
 class EvaluationError(EclipError):

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from eclip.errors import MethodError
+
 
 def has_native_pooling(model) -> bool:
     """True when the model pools with its own head (class token / attention pool), not an ECLIP head."""
@@ -63,9 +65,9 @@ TARGETS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] 
 
 
 def check_target(name: str) -> str:
-    """`name` if it is a target, else a ValueError naming the choices."""
+    """`name` if it is a target, else a MethodError naming the choices."""
     if name not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; use one of {', '.join(TARGETS)}")
+        raise MethodError(f"unknown target {name!r}; use one of {', '.join(TARGETS)}")
     return name
 
 
