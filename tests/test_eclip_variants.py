@@ -138,3 +138,24 @@ def test_fine_tune_deltas_rebuild_the_model(tmp_path):
     rebuilt = apply_delta(parent, delta)
     expected = {k: v.half() for k, v in model.state_dict().items()}
     assert all(torch.equal(rebuilt[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_specific_itsm_reads_the_text_minus_the_shared_part(arch):
+    from eclip.methods.base import get_method
+
+    adapter = make_adapter(arch)
+    images = random_images(adapter, batch=2)
+    texts = adapter.encode_text(["red star", "blue circle", "green ring"])
+    raw = get_method("itsm_specific").explain(adapter, images, texts).raw
+    dense = F.normalize(adapter.dense(images).float(), dim=-1)
+    specific = F.normalize(texts - texts.mean(dim=0, keepdim=True), dim=-1)
+    assert torch.allclose(raw, torch.einsum("bhwd,kd->bkhw", dense, specific), atol=1e-5)
+    # the shared part is what the plain ITSM adds: the two maps differ
+    assert not torch.allclose(raw, get_method("itsm").explain(adapter, images, texts).raw, atol=1e-3)
+    one = get_method("itsm_specific").explain(adapter, images, texts[:1]).raw
+    from eclip.methods.surgery import empty_text_embedding
+
+    empty = empty_text_embedding(adapter)[None]
+    expected = torch.einsum("bhwd,kd->bkhw", dense, F.normalize(texts[:1] - empty, dim=-1))
+    assert torch.allclose(one, expected, atol=1e-5)

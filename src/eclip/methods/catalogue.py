@@ -1,6 +1,7 @@
 """Imports every built-in method module so that each registers itself; the order is the listing order."""
 # ruff: noqa: F401, I001  (the import order is the listing order, not alphabetical)
 from eclip.methods import itsm
+from eclip.methods import itsm_specific
 from eclip.methods import free_attention
 from eclip.methods import gradcam
 from eclip.methods import chefer

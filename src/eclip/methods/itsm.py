@@ -35,3 +35,4 @@ class ITSM(Method):
         if self.softmax:
             sim = torch.softmax(sim * model.logit_scale, dim=1)
         return sim
+
