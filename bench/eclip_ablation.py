@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from eclip.data.synthetic import TEST_SEED, VALIDATION_SEED
+from eclip.train.checkpoint import STATE_NAME
 
 VIT_GRID = ["attention", "avg", "max", "max+normalized",
             "masked_max/cls_attention/0.4", "masked_max/cls_attention/0.6", "masked_max/cls_attention/0.8",
@@ -109,7 +110,7 @@ def fine_tune_command(model: str, spec: str, out: Path, common: list[str], data:
         i = args.index("--captions")
         args = args[:i] + args[i + 2:]
     command = eclip_command() + ["train", "--model", model, "--out", str(out), *common, *source, *args]
-    if (out / "train_state.pt").exists():
+    if (out / STATE_NAME).exists():
         command.append("--resume")
     return command
 

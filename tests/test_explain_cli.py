@@ -46,8 +46,32 @@ def test_explain_writes_overlay_maps_and_scores(model_dir, images, tmp_path):
     assert np.load(out / "gray.npy").shape == (2, 50, 30)
     record = json.loads((out / "wide.json").read_text())
     assert record["texts"] == ["a red star", "a blue circle"]
-    assert set(record["scores"]) == {"a red star", "a blue circle"}
+    assert [s["text"] for s in record["scores"]] == ["a red star", "a blue circle"]
+    assert record["image_size"] == record["map_size"] == [40, 60]
     assert Image.open(out / "wide.png").size[0] > 100
+
+
+def test_repeated_texts_keep_one_map_and_one_score_each_in_order(model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    texts = ["a star", "a ring", "a star"]
+    result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), *[f for t in texts for f in ("--text", t)],
+                                          "--model", str(model_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    maps = np.load(out / "wide.npy")
+    record = json.loads((out / "wide.json").read_text())
+    assert maps.shape[0] == 3 and [s["text"] for s in record["scores"]] == texts
+    np.testing.assert_array_equal(maps[0], maps[2])
+    assert record["scores"][0] == {**record["scores"][2], "text": "a star"}
+
+
+def test_map_size_caps_the_saved_maps_and_zero_keeps_the_image_size(model_dir, images, tmp_path):
+    for cap, expected in ((30, (20, 30)), (0, (40, 60))):
+        out = tmp_path / f"out{cap}"
+        result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), "--text", "a star", "--model", str(model_dir),
+                                              "--map-size", str(cap), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert np.load(out / "wide.npy").shape == (1, *expected)
+        assert json.loads((out / "wide.json").read_text())["map_size"] == list(expected)
 
 
 def test_a_bad_file_is_reported_skipped_and_fails_the_exit_code(model_dir, images, tmp_path):

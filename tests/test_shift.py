@@ -42,3 +42,21 @@ def test_shift_command_writes_the_report(tmp_path):
                                                                         ("b", "itsm"), ("b", "free_attention")]
     assert all(0 <= r["inverted_rate"] <= 1 and -1 <= r["score_contrast"] <= 1 for r in report["rows"])
     assert (tmp_path / "out" / "shift.png").stat().st_size > 1000 and "| model |" in (tmp_path / "out" / "shift.md").read_text()
+
+
+def test_shift_reads_a_data_folder(tmp_path):
+    import eclip.cli as cli
+    from eclip.data.synthetic import SceneConfig, write_dataset
+    from eclip.models.folder import save_model_folder
+
+    config = {"arch": "vit", "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
+              "preprocess": {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_model_folder(tmp_path / "tiny", make_open_clip("vit"), config)
+    write_dataset(tmp_path / "heldout", n=4, seed=777, config=SceneConfig(image_size=40))
+    result = CliRunner().invoke(cli.app, ["shift", str(tmp_path / "heldout"), "--model", str(tmp_path / "tiny"), "--n", "3",
+                                          "--figure", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "shift.json").read_text())
+    assert report["data"] == f"3 images of {tmp_path / 'heldout'}" and report["skipped"] == []
+    assert [r["method"] for r in report["rows"]] == ["itsm", "free_attention"]
+    assert all(r["pairs"] >= 3 for r in report["rows"])  # every scene has at least one class present

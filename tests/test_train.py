@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TEXT_CFG, VIT_CFG
 
-from eclip.errors import CheckpointError
+from eclip.errors import CheckpointError, OptionError
 from eclip.models.loading import load_model, simple_tokenizer
 from eclip.train.loop import TrainSettings, train
 
@@ -74,6 +75,63 @@ def test_existing_run_needs_resume_and_corrupt_state_is_clear(tmp_path):
     train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), progress=False)
     with pytest.raises(CheckpointError, match="--resume"):
         train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), progress=False)
-    (tmp_path / "run" / "train_state.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="train_state.pt"):
+    (tmp_path / "run" / "train_state.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="train_state.safetensors"):
         train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), resume=True, progress=False)
+
+
+class _Payload:
+    """Unpickling this creates a file: what a crafted checkpoint would do with any code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("name", ["train_state.pt", "train_state.safetensors"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_crafted_pickle_in_the_output_folder_never_runs(tmp_path, name, resume):
+    tok, _ = simple_tokenizer(16)
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    run.mkdir()
+    torch.save({"step": 1, "model": _Payload(marker), "optimizer": {}, "scheduler": {}, "rng": {}}, run / name)
+    with pytest.raises(CheckpointError, match="pass --resume" if not resume else name):
+        train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=2), resume=resume, progress=False)
+    assert not marker.exists()
+    assert sorted(p.name for p in run.iterdir()) == [name]  # nothing written, nothing removed
+
+
+def test_resume_with_other_options_is_refused_and_the_same_options_resume(tmp_path):
+    tok, _ = simple_tokenizer(16)
+    train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=6), stop_after=5, progress=False)
+    for changed in ({"lr": 1e-3}, {"batch_size": 8}, {"steps": 8}):
+        key = next(iter(changed))
+        with pytest.raises(CheckpointError, match=f"settings.{key} .* then, .* now"):
+            train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(**{"steps": 6, **changed}), resume=True,
+                  progress=False)
+    other_head = {**CONFIG, "pooling": {"head": "max"}}
+    with pytest.raises(CheckpointError, match="model.pooling"):
+        train(_model(), other_head, ColourSquares(), tok, tmp_path / "run", _settings(steps=6), resume=True, progress=False)
+    resumed = train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=6, checkpoint_every=1), resume=True,
+                    progress=False)
+    assert resumed.steps_done == 6 and len(resumed.losses) == 6
+
+
+def test_temporary_files_of_a_killed_write_are_swept(tmp_path):
+    tok, _ = simple_tokenizer(16)
+    run = tmp_path / "run"
+    train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=4), stop_after=2, progress=False)
+    leftovers = [run / ".train_state.safetensors.ab12cd_9.tmp", run / ".model.safetensors.zz00yy11.tmp"]
+    unrelated = run / ".notes.txt.ab12cd_9.tmp"
+    for path in (*leftovers, unrelated):
+        path.write_bytes(b"x" * 100)
+    train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=4), resume=True, progress=False)
+    assert not any(p.exists() for p in leftovers) and unrelated.exists()
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -3}, {"batch_size": 0}, {"lr": 0.0}, {"checkpoint_every": 0}, {"warmup": -1}])
+def test_settings_that_make_no_sense_are_refused(bad):
+    with pytest.raises(OptionError, match=next(iter(bad)).replace("_", "-")):
+        _settings(**bad)

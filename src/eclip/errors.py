@@ -36,3 +36,16 @@ class MethodError(EclipError):
 
 class EvaluationError(EclipError):
     """An evaluation that cannot run as asked (bad option, maps folder missing, resume file that does not fit)."""
+
+
+
+class OptionError(EclipError, ValueError):
+    """An option value that makes no sense (out of its range, a template without {}, a run that differs)."""
+
+
+class OutputError(EclipError):
+    """An output path that cannot be written (an existing file, a path under a file, a read-only place)."""
+
+
+class DeviceError(EclipError):
+    """A device name torch does not know, or a device this machine does not have."""

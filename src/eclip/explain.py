@@ -1,8 +1,13 @@
-"""Explain many images against many texts, streaming in batches.
+"""Explain many images against many texts, streaming in batches, in memory bounded for any image size.
 
-The library side of `eclip explain`: files are decoded safely one by one (a bad file becomes a
-`Failure`, the batch goes on), images are resized to the model's input, one method call explains
-a whole batch for all texts, and each map is brought back to its image's own size.
+The library side of `eclip explain` (and of the web demo): files are decoded safely one by one (a
+bad file becomes a `Failure`, the batch goes on); each image is at once reduced to what is needed
+later, its model input and a display-size copy for the overlay, so a batch never holds full-size
+images; one method call explains a whole batch for all texts; each result keeps the method's raw
+maps, and turns them into maps at any size through the one normalise-and-resize path
+(`eclip.methods.base.maps_to_size`), the one `eclip evaluate`, `shift` and `demo` use. Maps at the
+image's own size are written to disk a few texts at a time (`save_maps`), so a 48-megapixel image
+with eight texts never holds its eight full-size maps in memory.
 """
 from __future__ import annotations
 
@@ -16,29 +21,91 @@ import torch.nn.functional as F
 from PIL import Image
 
 from eclip.errors import ImageLoadError
-from eclip.methods.base import Method
+from eclip.methods.base import Method, maps_to_size
 from eclip.models.adapter import DenseCLIP
+
+#: Longest side of the image copy kept for overlays (a figure panel is about 260 px wide).
+DISPLAY_SIDE = 512
+#: Pixels of float32 maps resized at once when writing (64 MB): the texts are done in chunks of this size.
+CHUNK_PIXELS = 1 << 24
+
+
+def fit_within(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(H, W) scaled down (aspect kept, at least 1 px) so that its longer side is at most `longest`; 0 keeps it."""
+    height, width = size
+    if longest <= 0 or max(height, width) <= longest:
+        return height, width
+    scale = longest / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @dataclass
 class Explained:
-    """One image's result: maps (K, H, W) float32 in [0, 1] at the image's size, and its scores.
+    """One image explained for K texts.
 
-    cosine: (K,) cosine of the model's own image embedding with each text;
-    probability: (K,) softmax of cosine * logit scale over the K texts.
+    Attributes:
+        path: the file it came from (None for an image passed in memory).
+        size: (H, W) of the image.
+        display: the image scaled to at most `DISPLAY_SIDE` px, for overlays.
+        texts: the K texts, in order (repeats kept).
+        raw: (K, h, w) the method's raw maps on its own grid.
+        cosine: (K,) cosine of the model's own image embedding with each text.
+        probability: (K,) softmax of cosine * logit scale over the K texts.
     """
 
-    path: Path
-    image: Image.Image
-    maps: np.ndarray
+    path: Path | None
+    size: tuple[int, int]
+    display: Image.Image
+    texts: list[str]
+    raw: torch.Tensor
     cosine: np.ndarray
     probability: np.ndarray
+
+    def maps(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(K, H, W) float32 maps in [0, 1] at `size` (default: the image's own), by `maps_to_size`.
+
+        Holds all K maps at once: for big images write them with `save_maps` instead.
+        """
+        return maps_to_size(self.raw, size or self.size).cpu().numpy()
+
+    def display_maps(self) -> np.ndarray:
+        """(K, h, w) maps at the display copy's size, for overlays."""
+        return self.maps((self.display.height, self.display.width))
 
 
 @dataclass
 class Failure:
+    """A file that could not be decoded, and why."""
+
     path: Path
     reason: str
+
+
+@dataclass
+class _Prepared:
+    path: Path | None
+    size: tuple[int, int]
+    display: Image.Image
+    tensor: torch.Tensor  # (3, h, w) model input
+
+
+def _prepare(model: DenseCLIP, image: Image.Image, path: Path | None, size) -> _Prepared:
+    """The model input and a display copy of `image`; the full-size image can be dropped afterwards."""
+    shown = fit_within((image.height, image.width), DISPLAY_SIDE)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    display = rgb.resize((shown[1], shown[0]), Image.BILINEAR, reducing_gap=3.0)
+    return _Prepared(path, (image.height, image.width), display, model.preprocess([image], size=size)[0])
+
+
+def _explain_batch(model: DenseCLIP, method: Method, batch: Sequence[_Prepared], text_features: torch.Tensor,
+                   texts: Sequence[str]) -> list[Explained]:
+    images = torch.stack([p.tensor for p in batch])
+    raw = method.explain_raw(model, images, text_features, text_labels=list(texts))[0].cpu()
+    cosine = F.normalize(model.encode_image(images).float(), dim=-1) @ text_features.float().to(images.device).T
+    probability = torch.softmax(cosine * model.logit_scale, dim=-1)
+    return [Explained(path=p.path, size=p.size, display=p.display, texts=list(texts), raw=raw[i],
+                      cosine=cosine[i].cpu().numpy(), probability=probability[i].cpu().numpy())
+            for i, p in enumerate(batch)]
 
 
 def explain_files(
@@ -51,53 +118,71 @@ def explain_files(
     batch_size: int = 8,
     size: int | tuple[int, int] | None = None,
 ) -> Iterator[Explained | Failure]:
-    """Yield one `Explained` or `Failure` per path, in order; memory is bounded by `batch_size`."""
+    """Yield one `Explained` or `Failure` per path, in order.
+
+    Memory is bounded by one decoded image plus `batch_size` model inputs and display copies.
+    """
     from eclip.data.images import load_image
 
-    batch: list[tuple[Path, Image.Image]] = []
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} must be >= 1")
+    batch: list[_Prepared] = []
     for path in paths:
+        path = Path(path)
         try:
-            batch.append((Path(path), load_image(path)))
+            image = load_image(path)
         except ImageLoadError as err:
-            yield Failure(Path(path), str(err))
+            yield Failure(path, str(err))
             continue
+        batch.append(_prepare(model, image, path, size))
+        del image
         if len(batch) == batch_size:
-            yield from _explain_batch(model, method, batch, text_features, texts, size)
+            yield from _explain_batch(model, method, batch, text_features, texts)
             batch = []
     if batch:
-        yield from _explain_batch(model, method, batch, text_features, texts, size)
+        yield from _explain_batch(model, method, batch, text_features, texts)
 
 
 def explain_images(
     model: DenseCLIP,
     method: Method,
-    images: Sequence[tuple[Path, Image.Image]],
+    images: Sequence[tuple[Path | None, Image.Image]],
     text_features: torch.Tensor,
     texts: Sequence[str],
     *,
     batch_size: int = 8,
     size: int | tuple[int, int] | None = None,
 ) -> Iterator[Explained]:
-    """`explain_files` for images the caller has already decoded, as (name, image) pairs, in order.
+    """`explain_files` for images the caller has already decoded, as (path or None, image) pairs, in order.
 
     For callers that decode under their own limits (the web demo checks an upload's size and
     pixels first); the maps are the ones `explain_files` gives for the same decoded image.
     """
     for start in range(0, len(images), batch_size):
-        yield from _explain_batch(model, method, list(images[start:start + batch_size]), text_features, texts, size)
+        batch = [_prepare(model, image, path, size) for path, image in images[start : start + batch_size]]
+        yield from _explain_batch(model, method, batch, text_features, texts)
 
 
-def _explain_batch(model, method, batch, text_features, texts, size) -> Iterator[Explained]:
-    images = model.preprocess([image for _, image in batch], size=size)
-    maps = method.explain(model, images, text_features, text_labels=texts).scores
-    cosine = F.normalize(model.encode_image(images).float(), dim=-1) @ text_features.float().T
-    probability = torch.softmax(cosine * model.logit_scale, dim=-1)
-    for i, (path, image) in enumerate(batch):
-        full = F.interpolate(maps[i : i + 1], size=(image.height, image.width), mode="bilinear", align_corners=False)
-        yield Explained(
-            path=path,
-            image=image,
-            maps=full[0].clamp(0, 1).cpu().numpy().astype(np.float32),
-            cosine=cosine[i].cpu().numpy(),
-            probability=probability[i].cpu().numpy(),
-        )
+def save_maps(path: Path, result: Explained, size: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """Write `result`'s maps at `size` (default the image's) to the `.npy` file `path`: float32 (K, H, W).
+
+    The maps are made and written a chunk of texts at a time (`CHUNK_PIXELS`), straight into the
+    file, so memory stays bounded whatever the image size and the number of texts. Written to a
+    temporary file and renamed. Returns the array's shape.
+    """
+    from eclip.writing import atomic_write
+
+    height, width = size or result.size
+    shape = (len(result.raw), height, width)
+    step = max(1, CHUNK_PIXELS // max(1, height * width))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(f, header)
+            for start in range(0, shape[0], step):
+                chunk = maps_to_size(result.raw[start : start + step], (height, width)).cpu().numpy()
+                f.write(np.ascontiguousarray(chunk, dtype=np.float32).data)
+
+    atomic_write(path, write)
+    return shape

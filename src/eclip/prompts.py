@@ -7,9 +7,12 @@ re-normalise. ECLIP's text embeddings are built the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+from eclip.errors import OptionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 SINGLE = ("a photo of a {}.",)
 
@@ -63,12 +66,21 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
         templates = (templates,)
     bad = [t for t in templates if "{}" not in t]
     if bad:
-        raise ValueError(f"template {bad[0]!r} has no '{{}}' where the text goes; write e.g. 'a photo of a {{}}.'")
+        raise OptionError(f"--template {bad[0]!r} has no '{{}}' where the text goes and is no template set "
+                          f"({', '.join(TEMPLATE_SETS)}); write e.g. 'a photo of a {{}}.'")
+    for template in templates:
+        try:
+            template.format("x")
+        except (IndexError, KeyError, ValueError) as err:
+            raise OptionError(f"--template {template!r} is not a valid template ({type(err).__name__}: {err}); "
+                              "use {} for the text and {{ }} for literal braces") from err
     return tuple(templates)
 
 
 def encode_prompts(model, texts: Sequence[str], templates: str | Sequence[str] | None = None) -> torch.Tensor:
     """(K,) texts or class names -> (K, D) normalised ensemble embeddings (one forward for all)."""
+    import torch.nn.functional as F
+
     tmpl = resolve_templates(templates)
     prompts = [t.format(text) for text in texts for t in tmpl]
     emb = model.encode_text(prompts).view(len(texts), len(tmpl), -1)

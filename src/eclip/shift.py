@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from eclip.data.sample import Sample
-from eclip.evaluation.maps import to_image_size
 from eclip.evaluation.suite import MetricSuite
-from eclip.methods.base import Method
+from eclip.methods.base import Method, maps_to_size
 from eclip.metrics.semantic_shift import ScoreContrast
 from eclip.models.adapter import DenseCLIP
 from eclip.prompts import encode_prompts
@@ -100,10 +99,10 @@ def measure(
     for batch in _batches(samples, batch_size):
         images = model.preprocess([s.image for s in batch])
         for name, method in methods.items():
-            raw = method.explain(model, images, text, text_labels=list(classnames)).raw
+            raw = method.explain_raw(model, images, text, text_labels=list(classnames))[0]
             for i, sample in enumerate(batch):
                 present = list(sample.masks)
-                maps = to_image_size(raw[i, [classnames.index(c) for c in present]], sample.size).cpu()
+                maps = maps_to_size(raw[i, [classnames.index(c) for c in present]], sample.size).cpu()
                 accumulators[name].update(maps, np.stack([sample.masks[c] for c in present]), sample.ignore)
     out = {name: acc.compute() for name, acc in accumulators.items()}
     out["zero_shot"] = zero_shot_accuracy(model, samples, classnames, templates, batch_size=batch_size)
@@ -123,8 +122,8 @@ def panel_maps(panel: Panel, sample: Sample, classes: Sequence[str], classnames:
                templates: str | Sequence[str] | None = "single") -> torch.Tensor:
     """(len(classes), H, W) maps of `classes` for `sample`, every class name a text, as `measure` makes them."""
     text = encode_prompts(panel.model, list(classnames), templates)
-    raw = panel.method.explain(panel.model, panel.model.preprocess([sample.image]), text, text_labels=list(classnames)).raw
-    return to_image_size(raw[0, [classnames.index(c) for c in classes]].detach(), sample.size).cpu()
+    raw = panel.method.explain_raw(panel.model, panel.model.preprocess([sample.image]), text, text_labels=list(classnames))[0]
+    return maps_to_size(raw[0, [classnames.index(c) for c in classes]], sample.size).cpu()
 
 
 def pair_contrast(heat: torch.Tensor, sample: Sample, cls: str) -> float:

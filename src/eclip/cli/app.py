@@ -10,3 +10,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error (also: ECLIP_DEBUG=1)."),
+) -> None:
+    """Where does CLIP look? Image-text similarity maps, the semantic shift, and the ECLIP fix."""
+    if debug:
+        import os
+
+        os.environ["ECLIP_DEBUG"] = "1"

@@ -25,9 +25,17 @@ def demo_command(
                                          "masked max pooling) and any other head (e.g. '-avg')."),
     out: Path = typer.Option(Path("eclip-demo"), "--out", "-o", help="Output folder: one PNG per image, contrasts.json."),
     template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
+    from eclip.cli.checks import check_template
+    from eclip.device import resolve_device
+    from eclip.writing import atomic_write_text, check_output_folder
+
+    check_template(template)
+    resolve_device(device)
+    check_output_folder(out)
+
     from tqdm import tqdm
 
     from eclip.data.bundled import samples_root
@@ -56,7 +64,7 @@ def demo_command(
     for path, reason in dataset.skipped:
         typer.echo(f"eclip: skipped {path}: {reason}", err=True)
     means = mean_contrasts(list(per_image.values()))
-    (out / "contrasts.json").write_text(json.dumps({"per_image": per_image, "mean": means}, indent=2))
+    atomic_write_text(out / "contrasts.json", json.dumps({"per_image": per_image, "mean": means}, indent=2))
     lines = [f"  {title:<28} {value:+.3f}" for title, value in means.items()]
     typer.echo("mean score contrast over the (image, class) pairs (> 0: the map is on the object)\n" + "\n".join(lines))
     typer.echo(f"wrote {len(per_image)} figures to {out}/")

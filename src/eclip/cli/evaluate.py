@@ -1,33 +1,11 @@
 """`eclip evaluate`: score explanation maps against a dataset's masks; one record per (dataset, model, method)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from eclip.cli.app import app
-
-
-def init_distributed(device: str) -> str:
-    """Join the `torchrun` process group when WORLD_SIZE > 1; returns the device this rank uses.
-
-    gloo on CPU, nccl on CUDA (each rank on GPU LOCAL_RANK).
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return device
-    if device.startswith("cuda") and torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}"
-    dist.init_process_group("gloo")
-    return device
 
 
 @app.command("evaluate")
@@ -40,14 +18,14 @@ def evaluate_command(
     maps: Path = typer.Option(None, "--maps", help="Also score maps made by any tool: DIR/<image_id>.npz, one (H, W) array in "
                                                    "[0, 1] per present class name."),
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip model names."),
-    limit: int = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
     out: Path = typer.Option(Path("eclip-eval/results.json"), "--out", "-o", help="OUT.json; OUT.csv and OUT.md are written next to it."),
     template: str = typer.Option(None, "--template", help="Prompt template set or template with {} (default: imagenet, "
                                                           "the 80 CLIP templates; single for synthetic)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    threshold_step: float = typer.Option(0.05, "--threshold-step", help="Step of the IoU threshold grid 0..1."),
-    pointing_tolerance: int = typer.Option(0, "--pointing-tolerance", min=0, help="Pointing-game tolerance in pixels "
+    threshold_step: float = typer.Option(0.05, "--threshold-step", min=0.001, max=1.0, help="Step of the IoU threshold grid 0..1."),
+    pointing_tolerance: int = typer.Option(0, "--pointing-tolerance", min=0, max=1000, help="Pointing-game tolerance in pixels "
                                                                                    "(Zhang et al. 2016 used 15 at 224 px)."),
     perturbation: bool = typer.Option(True, "--perturbation/--no-perturbation",
                                       help="Compute deletion / insertion AUC (2 x steps forward passes per pair)."),
@@ -71,20 +49,38 @@ def evaluate_command(
     metrics are summed at the end. Writes OUT.json (one record per dataset x model x method),
     OUT.csv and OUT.md; OUT.partial.json holds the progress until the run completes.
     """
+    from eclip.cli.checks import check_methods, check_template
+    from eclip.device import resolve_device
+    from eclip.writing import check_output_file, remove_stale_temps
+
+    check_template(template)
+    resolve_device(device)
+    from eclip.evaluation.output import output_paths
+
+    for path in output_paths(out).values():
+        check_output_file(path)
+    check_methods(method)
+
+    from eclip.distributed import init_distributed, leave_distributed, world
     from eclip.evaluation import EvalConfig, evaluate, partial_path, write_results
-    from eclip.evaluation.runner import world_info
     from eclip.report.tables import markdown_table, write_markdown
 
     models = list(model) if model else ([] if maps is not None else ["synth-vit"])
-    device = init_distributed(device)
-    config = EvalConfig(dataset=dataset, root=root, models=models, methods=list(method), maps_dir=maps, pretrained=pretrained,
-                        limit=limit, templates=template, batch_size=batch_size, device=device, threshold_step=threshold_step,
-                        pointing_tolerance=pointing_tolerance, perturbation=perturbation, deletion_steps=deletion_steps,
-                        perturbation_baseline=baseline, perturbation_score=score, perturbation_batch=perturbation_batch,
-                        checkpoint_every=checkpoint_every)
-    rank, world = world_info()
-    partial = partial_path(out, rank, world)
-    records = evaluate(config, partial=partial, resume=resume, progress=progress)
+    device, joined = init_distributed(device)
+    try:
+        config = EvalConfig(dataset=dataset, root=root, models=models, methods=list(method), maps_dir=maps, pretrained=pretrained,
+                            limit=limit, templates=template, batch_size=batch_size, device=device, threshold_step=threshold_step,
+                            pointing_tolerance=pointing_tolerance, perturbation=perturbation, deletion_steps=deletion_steps,
+                            perturbation_baseline=baseline, perturbation_score=score, perturbation_batch=perturbation_batch,
+                            checkpoint_every=checkpoint_every)
+        rank, size = world()
+        partial = partial_path(out, rank, size)
+        check_output_file(partial)
+        ours = [partial.name] + ([p.name for p in output_paths(out).values()] if rank == 0 else [])
+        remove_stale_temps(partial.parent, ours)  # what a run killed while writing left
+        records = evaluate(config, partial=partial, resume=resume, progress=progress)
+    finally:
+        leave_distributed(joined)
     if rank == 0:
         paths = write_results(records, out)
         write_markdown(records, paths["md"])

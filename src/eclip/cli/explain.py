@@ -5,11 +5,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from eclip.cli.app import app
 from eclip.data.bundled import sample_images, samples_root  # noqa: F401  (re-exported: the default input)
+
+#: Default longest side of the saved maps: a map is resized from the model's grid (14 x 14 for ViT-B/16
+#: at 224 px), so 2048 px loses nothing, and a 48-megapixel image's eight maps take 100 MB instead of 1.5 GB.
+MAP_SIDE = 2048
 
 
 def default_texts(model_name: str) -> list[str]:
@@ -45,27 +48,48 @@ def explain_command(
     template: str = typer.Option(None, "--template", help="Prompt template with {} (or a set: single, seven, imagenet)."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 80 CLIP ImageNet templates per text."),
     out: Path = typer.Option(Path("eclip-out"), "--out", "-o", help="Output folder."),
-    size: int = typer.Option(None, "--size", help="Resize images to SIZE x SIZE before the model (default: the model's size)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
+    size: int = typer.Option(None, "--size", min=1, max=4096,
+                             help="Resize images to SIZE x SIZE before the model (default: the model's size)."),
+    map_size: int = typer.Option(MAP_SIDE, "--map-size", min=0,
+                                 help="Longest side of the saved maps; bigger images get maps scaled down to it (0: the image's size)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores)."""
+    from eclip.cli.checks import check_pretrained, check_template, check_texts
+    from eclip.data.images import iter_image_files
+    from eclip.device import resolve_device
+    from eclip.errors import ImageLoadError
+    from eclip.writing import atomic_write_text, check_output_folder
+
+    check_template(template)
+    check_pretrained(model, pretrained)
+    resolve_device(device)
+    check_output_folder(out)
+    texts = list(text) if text else default_texts(model)
+    check_texts(texts)
+    sources = list(inputs) if inputs else sample_images()
+    found = {source: iter_image_files([source], recursive=recursive) for source in sources}
+    paths = iter_image_files([path for paths in found.values() for path in paths])
+    hint = "" if recursive else " (--recursive descends into sub-folders)"
+    if not paths:
+        raise ImageLoadError(f"no image found in {', '.join(str(s) for s in sources[:3])}; "
+                             f"pass image files or folders holding .png / .jpg files{hint}")
+    for source in (s for s, p in found.items() if not p):
+        typer.echo(f"eclip: warning: no image found in {source}{hint}", err=True)
+
     from tqdm import tqdm
 
-    from eclip.data.images import iter_image_files
-    from eclip.explain import Explained, explain_files
+    from eclip.explain import Explained, explain_files, fit_within, save_maps
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.prompts import IMAGENET, encode_prompts
     from eclip.report.overlay import overlay_panels, score_titles
 
-    adapter = load_model(model, pretrained, device=device)
-    texts = list(text) if text else default_texts(model)
-    templates = IMAGENET if ensemble else template
-    features = encode_prompts(adapter, texts, templates)
     explainer = get_method(method)
-    paths = iter_image_files(list(inputs) if inputs else sample_images(), recursive=recursive)
+    adapter = load_model(model, pretrained, device=device)
+    features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -76,15 +100,16 @@ def explain_command(
             typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
             continue
         stem = names[result.path]
-        np.save(out / f"{stem}.npy", result.maps)
-        overlay_panels(result.image, result.maps, score_titles(texts, result.cosine, result.probability), out / f"{stem}.png",
-                       suptitle=f"{adapter.name} · {method}")
+        shape = save_maps(out / f"{stem}.npy", result, fit_within(result.size, map_size))
+        overlay_panels(result.display, result.display_maps(), score_titles(texts, result.cosine, result.probability),
+                       out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
         record = {
             "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
-            "scores": {t: {"cosine": round(float(c), 6), "probability": round(float(p), 6)}
-                       for t, c, p in zip(texts, result.cosine, result.probability)},
+            "image_size": list(result.size), "map_size": list(shape[1:]),
+            "scores": [{"text": t, "cosine": round(float(c), 6), "probability": round(float(p), 6)}
+                       for t, c, p in zip(texts, result.cosine, result.probability)],
         }
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+        atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2))
     typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")
     if failed:
         raise typer.Exit(code=1)

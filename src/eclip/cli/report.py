@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from eclip.cli.app import app
+from eclip.errors import OptionError
 
 
 @app.command("report")
@@ -22,13 +23,22 @@ def report_command(
     Example overlays need --dataset and --root; they show, per (model, method), the first
     images of the dataset with one map per class present and its score contrast.
     """
+    from eclip.device import resolve_device
+    from eclip.writing import check_output_folder
+
+    if bool(dataset) != bool(root):
+        raise OptionError("--dataset and --root go together (the dataset the example overlays are drawn from); give both or neither")
+    resolve_device(device)
+    check_output_folder(out)
     from eclip.evaluation import read_results
-    from eclip.report.charts import metric_bars, record_label
-    from eclip.report.html import write_report
 
     records = read_results(results)
     if not records:
         raise typer.BadParameter("the results hold no record")
+
+    from eclip.report.charts import metric_bars, record_label
+    from eclip.report.html import write_report
+
     figure = metric_bars(records, out / "metrics.png") if any(r.get("n_pairs") for r in records) else None
     overlays: dict[str, list[Path]] = {}
     if dataset and root and examples:

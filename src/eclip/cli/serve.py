@@ -45,7 +45,10 @@ def serve_command(
     queue_size: int = typer.Option(32, "--queue-size", min=1, help="Jobs that may wait; more are turned away with a message."),
 ) -> None:
     """Start the web demo: upload or pick an image, type texts, compare methods and vanilla vs ECLIP in the browser."""
+    from eclip.device import resolve_device
     from eclip.serve import ModelCache, ServeLimits, Workspace
+
+    resolve_device(device)
 
     logging.basicConfig(level=logging.WARNING, format="eclip: %(message)s")
     logging.getLogger("eclip").setLevel(logging.INFO)

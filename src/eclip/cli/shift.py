@@ -8,27 +8,26 @@ import typer
 
 from eclip.cli.app import app
 from eclip.data.synthetic import TEST_SEED, VALIDATION_SEED
+from eclip.errors import DatasetError
 
 
-def open_samples(data: Path | None, n: int, seed: int, scene_size: int):
-    """(samples, classnames, description): a dataset folder, or `n` held-out synthetic scenes of `seed`."""
+def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int):
+    """(samples, classnames, description): the first `n` images of a dataset folder, or `n` held-out synthetic scenes of `seed`.
+
+    Images a dataset cannot use are skipped (they are reported by the caller from `skipped`).
+    """
+    from eclip.data.registry import open_dataset
     from eclip.data.synthetic import CLASSNAMES
     from eclip.shift import synthetic_samples
 
     if data is None:
-        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px"
-    try:
-        from eclip.data.registry import open_dataset
-    except ImportError:
-        from eclip.data.synthetic import SyntheticDataset as open_dataset
-    dataset = open_dataset(data)
-    samples = []
-    for sample in dataset:
-        samples.append(sample)
-        if n and len(samples) >= n:
-            break
-    classnames = list(getattr(dataset, "classnames", None) or CLASSNAMES)
-    return samples, classnames, f"{len(samples)} images of {data}"
+        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px", []
+    opened = open_dataset(dataset, data, limit=n)
+    samples = list(opened)
+    if not samples:
+        raise DatasetError(f"{data}: no usable image among its first {len(opened)} ({len(opened.skipped)} skipped); "
+                           "check the folder, or pass another DATA")
+    return samples, list(opened.classnames), f"{len(samples)} images of {data}", list(opened.skipped)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -42,21 +41,23 @@ def markdown_table(rows: list[dict]) -> str:
 
 @app.command("shift")
 def shift_command(
-    data: Path = typer.Argument(None, help="A dataset folder with masks (`eclip synth` writes one); default: held-out synthetic scenes."),
+    data: Path = typer.Argument(None, help="A dataset folder with masks (`eclip synth` writes one; see --dataset); "
+                                           "default: held-out synthetic scenes."),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="What DATA is: synthetic, voc, coco or context."),
     model: list[str] = typer.Option(["synth-vit"], "--model", "-m",
                                     help="Model(s) to compare, e.g. --model synth-vit --model synth-vit-eclip."),
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip names."),
     method: list[str] = typer.Option(["itsm", "free_attention"], "--method", help="Maps to measure (see `eclip methods`)."),
-    n: int = typer.Option(300, "--n", help="Images to use (0: all of DATA)."),
-    seed: int = typer.Option(TEST_SEED, "--seed",
+    n: int = typer.Option(300, "--n", min=1, help="Images to use: held-out scenes to draw, or the first N of DATA."),
+    seed: int = typer.Option(TEST_SEED, "--seed", min=0,
                              help="Seed of the held-out synthetic scenes: the test seed by default (the bundled models trained on "
                                   f"1000 and 1001 and their settings were chosen on {VALIDATION_SEED})."),
-    scene_size: int = typer.Option(96, "--scene-size", help="Pixels per side of the held-out synthetic scenes."),
+    scene_size: int = typer.Option(96, "--scene-size", min=16, max=4096, help="Pixels per side of the held-out synthetic scenes."),
     template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
-    figure: int = typer.Option(6, "--figure", help="Rows of the before/after figure (0: none)."),
+    figure: int = typer.Option(6, "--figure", min=0, help="Rows of the before/after figure (0: none)."),
     out: Path = typer.Option(Path("eclip-shift"), "--out", "-o", help="Output folder: shift.json, shift.md, shift.png."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    device: str = typer.Option("cpu", "--device"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Inverted rate and mean score contrast of each model's maps (ITSM by default) next to the free attention.
 
@@ -65,11 +66,20 @@ def shift_command(
     prefers the background, ECLIP's "opposite visualization"). Also: foreground IoU at the best
     threshold, pointing game, and zero-shot accuracy of each model's own embedding.
     """
+    from eclip.cli.checks import check_methods, check_template
+    from eclip.device import resolve_device
+    from eclip.writing import atomic_write_text, check_output_folder
+
+    check_template(template)
+    resolve_device(device)
+    check_output_folder(out)
+    check_methods(method)
+
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.shift import Panel, measure, shift_figure
 
-    samples, classnames, described = open_samples(data, n, seed, scene_size)
+    samples, classnames, described, skipped = open_samples(data, dataset, n, seed, scene_size)
     methods = {name: get_method(name) for name in method}
     models = {name: load_model(name, pretrained, device=device) for name in model}
     rows = []
@@ -78,8 +88,9 @@ def shift_command(
         rows += [{"model": name, "method": m, **result[m], "zero_shot": result["zero_shot"]["top1"]} for m in methods]
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
-    (out / "shift.json").write_text(json.dumps({"data": described, "classnames": classnames, "rows": rows}, indent=2))
-    (out / "shift.md").write_text(f"Semantic shift on {described}\n\n{table}\n")
+    atomic_write_text(out / "shift.json", json.dumps({"data": described, "classnames": classnames, "rows": rows,
+                                                       "skipped": [list(s) for s in skipped]}, indent=2))
+    atomic_write_text(out / "shift.md", f"Semantic shift on {described}\n\n{table}\n")
     if figure:
         first = next(iter(methods))
         panels = [Panel(f"{name} · {first}", adapter, methods[first]) for name, adapter in models.items()]
@@ -87,4 +98,8 @@ def shift_command(
             name, adapter = next(iter(models.items()))
             panels.append(Panel(f"{name} · free attention", adapter, methods["free_attention"]))
         shift_figure(samples[:figure], panels, classnames, out / "shift.png", template)
+    for image_id, reason in skipped[:20]:
+        typer.echo(f"eclip: skipped {image_id}: {reason}", err=True)
     typer.echo(f"Semantic shift on {described}\n{table}\nwrote {out}/shift.json, shift.md" + (", shift.png" if figure else ""))
+    if skipped:
+        raise typer.Exit(code=1)

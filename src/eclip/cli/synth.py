@@ -15,7 +15,7 @@ def synth_command(
     out: Path = typer.Argument(..., help="Output folder (new, empty, or an earlier synthetic dataset to overwrite)."),
     n: int = typer.Option(200, "--n", min=1, help="Number of scenes."),
     seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed; scene i uses a seed derived from (SEED, i), so seeds never overlap."),
-    size: int = typer.Option(96, "--size", min=16, help="Pixels per side."),
+    size: int = typer.Option(96, "--size", min=16, max=4096, help="Pixels per side."),
     min_objects: int = typer.Option(1, "--min-objects", min=1, help="Objects per scene, at least."),
     max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
     clutter: int = typer.Option(4, "--clutter", min=0, help="Distractor marks (lines, dots) per scene, at most; 0 for none."),
@@ -35,6 +35,9 @@ def synth_command(
 
     from eclip.data.synthetic import CAPTION_SETS, SceneConfig, write_dataset
     from eclip.errors import DatasetError
+    from eclip.writing import check_output_folder
+
+    check_output_folder(out, "OUT")
 
     if captions not in CAPTION_SETS:
         raise DatasetError(f"--captions {captions!r} is unknown; use one of {', '.join(CAPTION_SETS)}")

@@ -6,26 +6,11 @@ train ...`): each rank takes a slice of the global batch, rank 0 writes the chec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
 
 from eclip.cli.app import app
-
-
-def _init_distributed(device: str) -> tuple[str, bool]:
-    """Join the torchrun process group if there is one; returns (device, initialised here)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device, False
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return device, True
 
 
 @app.command("train")
@@ -42,8 +27,8 @@ def train_command(
     max_over: str = typer.Option("raw", "--max-over", help="max / masked_max over the raw or the L2-normalized dense features."),
     mask_source: str = typer.Option("cls_attention", "--mask-source", help="Mask: cls_attention, rollout (ViT), similarity, none."),
     mask_rule: str = typer.Option("mass", "--mask-rule", help="mass: keep --mask-mass of the attention; topk: the --mask-topk fraction."),
-    mask_mass: float = typer.Option(0.6, "--mask-mass", help="Share of the attention mass the mask keeps."),
-    mask_topk: float = typer.Option(0.3, "--mask-topk", help="Fraction of locations the top-k mask keeps."),
+    mask_mass: float = typer.Option(0.6, "--mask-mass", min=0.001, max=1.0, help="Share of the attention mass the mask keeps."),
+    mask_topk: float = typer.Option(0.3, "--mask-topk", min=0.001, max=1.0, help="Fraction of locations the top-k mask keeps."),
     mask_from: str = typer.Option("frozen", "--mask-from", help="Masks from a frozen copy of the starting model, or the current model."),
     background_negatives: str = typer.Option("none", "--background-negatives",
                                              help="masked_max: each caption must also beat the background of every image of the "
@@ -55,43 +40,54 @@ def train_command(
     data: str = typer.Option("synthetic", "--data",
                              help="Pairs: synthetic, a CSV of image_path,caption, a folder of images + same-stem .txt, "
                                   "or WebDataset .tar shards (a file, a folder, or shard-{000..009}.tar)."),
-    steps: int = typer.Option(2000, help="Total optimisation steps (the cosine schedule spans them)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Image-text pairs per step (the global batch under torchrun)."),
-    lr: float = typer.Option(5e-4, help="Peak learning rate (AdamW)."),
-    weight_decay: float = typer.Option(0.1, "--weight-decay"),
-    warmup: int = typer.Option(100, help="Linear warm-up steps."),
-    seed: int = typer.Option(0, help="Seed of the model initialisation (from scratch) and of the data order (files)."),
-    data_seed: int = typer.Option(1000, "--data-seed", help="Seed of the synthetic training scenes; evaluate on other seeds."),
-    scene_size: int = typer.Option(None, "--scene-size",
+    steps: int = typer.Option(2000, min=1, help="Total optimisation steps (the cosine schedule spans them)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Image-text pairs per step (the global batch under torchrun)."),
+    lr: float = typer.Option(5e-4, min=1e-9, help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(0.1, "--weight-decay", min=0.0),
+    warmup: int = typer.Option(100, min=0, help="Linear warm-up steps."),
+    seed: int = typer.Option(0, min=0, help="Seed of the model initialisation (from scratch) and of the data order (files)."),
+    data_seed: int = typer.Option(1000, "--data-seed", min=0, help="Seed of the synthetic training scenes; evaluate on other seeds."),
+    scene_size: int = typer.Option(None, "--scene-size", min=16, max=4096,
                                    help="Pixels per side of synthetic scenes and of file images "
                                         "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
-    max_objects: int = typer.Option(3, "--max-objects", help="Objects per scene, at most."),
+    max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="Processes drawing synthetic scenes ahead of training (0: drawn in this process). "
                                      "Drawing is the bottleneck on a GPU; the batches are the same with any number."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between atomic checkpoints."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between atomic checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
 ) -> None:
     """Train a CLIP contrastively; the output folder loads with --model PATH and keeps its pooling head."""
+    from eclip.cli.checks import check_pretrained
+    from eclip.device import resolve_device
+    from eclip.train.checkpoint import check_run_folder
+    from eclip.writing import check_output_folder
+
+    check_pretrained(model, pretrained)
+    resolve_device(device)
+    check_output_folder(out)
+    check_run_folder(out, resume)
+
     import torch
 
     from eclip.data.pairs import SyntheticPairs, open_pairs
     from eclip.data.synthetic import CAPTION_SETS
+    from eclip.distributed import init_distributed, leave_distributed, world
     from eclip.errors import ModelLoadError
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, simple_tokenizer, wrap
     from eclip.models.pooling import PoolingConfig
     from eclip.train.finetune import make_embedder, model_config, trainable_filter
-    from eclip.train.loop import TrainSettings, native_image_embedder, train, world
+    from eclip.train.loop import TrainSettings, native_image_embedder, train
 
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    device, own_group = _init_distributed(device)
+    device, own_group = init_distributed(device)
     head = PoolingConfig(head=pooling or ("masked_max" if model else "attention"), max_over=max_over, mask_source=mask_source,
                          mask_rule=mask_rule, mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from)
     if model:
@@ -135,8 +131,7 @@ def train_command(
                        resume=resume, batchnorm_eval=bool(model) and arch == "resnet")
     finally:
         getattr(source, "close", lambda: None)()
-        if own_group:
-            torch.distributed.destroy_process_group()
+        leave_distributed(own_group)
     if rank != 0:
         return
     skipped = getattr(source, "skipped", [])

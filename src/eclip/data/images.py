@@ -73,12 +73,12 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, upright: bool = T
 
 
 def _upright(im: Image.Image, path: Path) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block only costs the rotation, with a warning."""
+    """Apply the EXIF orientation, in place (no copy of a big image); a broken EXIF block only costs the rotation."""
     try:
-        return ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)
     except Exception as err:  # EXIF parsers raise anything; the pixels are still fine
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", path, err)
-        return im
+    return im
 
 
 def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
@@ -136,8 +136,8 @@ def iter_image_files(paths: str | Path | Iterable[str | Path], recursive: bool =
             chosen = sorted(p for p in candidates
                             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not chosen:
-                logger.warning("%s: no image files found%s", path, "" if recursive else " (use recursive to descend)")
+            if not chosen:  # the caller decides whether an empty folder is worth a warning or an error
+                logger.debug("%s: no image files found%s", path, "" if recursive else " (use recursive to descend)")
             for p in chosen:
                 add(p)
         elif path.is_file():

@@ -9,12 +9,12 @@ shards train from the same pairs without each drawing them again. Shards are ind
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
 from eclip.data.synthetic import SceneConfig, batch_of_scenes
 from eclip.errors import DatasetError
+from eclip.writing import atomic_write
 
 
 def _write_shard(path: Path, seed: int, first: int, count: int, config: SceneConfig) -> Path:
@@ -22,17 +22,19 @@ def _write_shard(path: Path, seed: int, first: int, count: int, config: SceneCon
     from PIL import Image
 
     images, captions = batch_of_scenes(seed, first, count, config)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for k, (image, caption) in enumerate(zip(images, captions)):
-            key = f"{first + k:08d}"
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
-            for suffix, data in ((".png", buffer.getvalue()), (".txt", caption.encode("utf-8"))):
-                info = tarfile.TarInfo(key + suffix)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tarfile.open(tmp, "w") as tar:
+            for k, (image, caption) in enumerate(zip(images, captions)):
+                key = f"{first + k:08d}"
+                buffer = io.BytesIO()
+                Image.fromarray(image).save(buffer, format="PNG")
+                for suffix, data in ((".png", buffer.getvalue()), (".txt", caption.encode("utf-8"))):
+                    info = tarfile.TarInfo(key + suffix)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+    atomic_write(path, write)
     return path
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +41,7 @@ from PIL import Image
 
 from eclip.data.sample import Sample
 from eclip.errors import DatasetError, EclipError
+from eclip.writing import atomic_write, atomic_write_text, remove_stale_temps, temp_target
 
 logger = logging.getLogger(__name__)
 
@@ -540,20 +540,16 @@ def batch_of_scenes(seed: int, start: int, count: int, config: SceneConfig | Non
 
 
 _SUBFOLDERS = ("images", "masks", "instances")
-_OURS = {*_SUBFOLDERS, "meta.json", "annotations.json", "meta.json.tmp", "annotations.json.tmp"}
+_OURS = {*_SUBFOLDERS, "meta.json", "annotations.json"}
 _FIX = "run `eclip synth {root} --n N` to write a dataset"
 
 
 def _atomic_png(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _atomic_json(data: dict, path: Path, indent: int | None = 1) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
 def _prepare_root(root: Path) -> None:
@@ -561,7 +557,7 @@ def _prepare_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder; pass a new or empty folder")
     if root.is_dir():
-        foreign = sorted(p.name for p in root.iterdir() if p.name not in _OURS)
+        foreign = sorted(p.name for p in root.iterdir() if p.name not in _OURS and temp_target(p.name) not in _OURS)
         if foreign:
             raise DatasetError(f"{root}: not empty and not an eclip synthetic dataset (has {foreign[:3]}); "
                                "pass a new or empty folder")
@@ -598,10 +594,12 @@ def write_dataset(root: str | Path, n: int, seed: int = 0, config: SceneConfig |
         if progress is not None:
             progress(1)
     ids = {f"{r['id']}.png" for r in records}
-    for sub in _SUBFOLDERS:  # files left by an earlier, larger dataset in the same folder
+    for sub in _SUBFOLDERS:  # files left by an earlier, larger dataset in the same folder, or by a killed write
         for stale in (root / sub).glob("*.png"):
             if stale.name not in ids:
                 stale.unlink()
+        remove_stale_temps(root / sub)
+    remove_stale_temps(root, ["meta.json", "annotations.json"])
     _atomic_json({"images": records}, root / "annotations.json", indent=None)  # compact: it grows with n
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "classnames": list(CLASSNAMES), "n": n, "seed": seed,
             "config": cfg.to_dict()}

@@ -17,6 +17,19 @@ DEFAULT_TEMPLATES = {"voc": "imagenet", "coco": "imagenet", "context": "imagenet
 SCORES = tuple(TARGETS)
 
 
+def _divides_one(step: float) -> bool:
+    """True when the IoU threshold grid 0, step, ..., 1 exists (`eclip.metrics.localization.threshold_grid`)."""
+    from eclip.metrics.localization import threshold_grid
+
+    if not 0 < step <= 1:
+        return False
+    try:
+        threshold_grid(step)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class EvalConfig:
     """One evaluation: every model x every method (and optionally a folder of maps) on one dataset.
@@ -76,9 +89,11 @@ class EvalConfig:
         if self.deletion_steps < 1:
             problems.append(f"--deletion-steps {self.deletion_steps} must be >= 1")
         if self.perturbation_baseline not in ("blur", "mean"):
-            problems.append(f"--perturbation {self.perturbation_baseline!r} must be blur or mean")
+            problems.append(f"--perturbation-baseline {self.perturbation_baseline!r} must be blur or mean")
         if self.perturbation_score not in SCORES:
             problems.append(f"--perturbation-score {self.perturbation_score!r} must be one of {', '.join(SCORES)}")
+        if not _divides_one(self.threshold_step):
+            problems.append(f"--threshold-step {self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
         if self.pointing_tolerance < 0:
             problems.append(f"--pointing-tolerance {self.pointing_tolerance} must be >= 0")
         if problems:

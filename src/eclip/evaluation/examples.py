@@ -1,7 +1,7 @@
 """Example maps for a report: the maps one evaluation record scored, for a few of its images.
 
 The maps are made here (the same path as the evaluation: `prepare`, the record's method and
-prompts, `to_image_size`); drawing them is the report's job (`eclip.report.overlay`), which the
+prompts, `maps_to_size`); drawing them is the report's job (`eclip.report.overlay`), which the
 CLI calls, so that evaluation never imports report.
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eclip.evaluation.maps import MapsFolder, to_image_size
+from eclip.evaluation.maps import MapsFolder
 from eclip.evaluation.runner import prepare
+from eclip.methods.base import maps_to_size
 
 
 @dataclass
@@ -61,13 +62,13 @@ def example_maps(record: dict, dataset, n: int, device: str = "cpu") -> Iterator
             continue
         if folder is None:
             with torch.no_grad():
-                raw = method.explain(model, model.preprocess([p.image]), text, text_labels=classnames).raw[0, p.class_index]
-            maps = to_image_size(raw, p.size).cpu()
+                raw = method.explain_raw(model, model.preprocess([p.image]), text, text_labels=classnames)[0][0, p.class_index]
+            maps = maps_to_size(raw, p.size).cpu()
         else:
             found, _ = folder.read(p.image_id, p.classes, p.size)
             if not found:
                 continue
-            maps = to_image_size(torch.from_numpy(np.stack([found.get(c, np.zeros(p.size, np.float32)) for c in p.classes])), p.size)
+            maps = maps_to_size(torch.from_numpy(np.stack([found.get(c, np.zeros(p.size, np.float32)) for c in p.classes])), p.size)
         contrasts = [float(m[mask].mean() - m[~mask].mean()) if mask.any() and (~mask).any() else float("nan")
                      for m, mask in zip(maps, p.masks)]
         given += 1

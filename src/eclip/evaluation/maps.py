@@ -1,9 +1,7 @@
-"""Maps as the metrics see them: one per (image, class present), at the image's size, min-max normalised.
+"""Maps made by other tools (`eclip evaluate --maps DIR`): `DIR/<image_id>.npz`, one (H, W) float array per class.
 
-Every map goes through the same last step whoever made it: min-max normalisation over the map
-(ECLIP.md section 4: "the normalised map"), then bilinear resizing to the image's own size, so a
-threshold means the same for every method. Maps from other tools (`eclip evaluate --maps DIR`)
-are read from `DIR/<image_id>.npz`, one float array per present class name, shape (H, W).
+Like every map the evaluation scores, they then go through `eclip.methods.base.maps_to_size`
+(min-max normalisation, resizing to the image), so a threshold means the same for every source.
 """
 from __future__ import annotations
 
@@ -11,22 +9,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-from eclip.methods.base import minmax_normalise
-
-
-def to_image_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(P, h, w) maps at any resolution -> (P, H, W) float32 in [0, 1]: min-max normalised, then resized.
-
-    The order of `Method.explain` (normalise on the method's own grid, then bilinear upsampling),
-    so the image-size map is exactly what the method's `scores` would be at that size.
-    """
-    maps = minmax_normalise(maps.float())
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps[None], size=tuple(size), mode="bilinear", align_corners=False)[0].clamp_(0.0, 1.0)
-    return maps
 
 
 class MapsFolder:

@@ -9,21 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from eclip.errors import EvaluationError
+from eclip.writing import atomic_write_text
 
 #: The contracted keys, in the order tables show them.
 CONTRACT = ("dataset", "model", "method", "n_pairs", "threshold", "fg_iou", "miou", "msc", "inverted_rate", "pointing_game",
             "deletion_auc", "insertion_auc")
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def csv_text(records: Sequence[dict]) -> str:
@@ -49,8 +43,9 @@ def output_paths(out: Path) -> dict[str, Path]:
 def write_results(records: Sequence[dict], out: Path) -> dict[str, Path]:
     """Write OUT.json and OUT.csv (each atomically); returns the paths of `output_paths`."""
     paths = output_paths(out)
-    _atomic_write(paths["json"], json.dumps(list(records), indent=2) + "\n")
-    _atomic_write(paths["csv"], csv_text(records))
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths["json"], json.dumps(list(records), indent=2) + "\n")
+    atomic_write_text(paths["csv"], csv_text(records))
     return paths
 
 

@@ -9,10 +9,10 @@ fingerprint: dataset, options, models, methods, shard).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from eclip.errors import EvaluationError
+from eclip.writing import atomic_write_text
 
 FORMAT = "eclip-eval-partial/1"
 
@@ -27,9 +27,7 @@ def partial_path(out: Path, rank: int = 0, world: int = 1) -> Path:
 def save_partial(path: Path, fingerprint: dict, sources: dict) -> None:
     """Write {format, fingerprint, sources} to `path` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "fingerprint": fingerprint, "sources": sources}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"format": FORMAT, "fingerprint": fingerprint, "sources": sources}))
 
 
 def load_partial(path: Path, fingerprint: dict) -> dict:

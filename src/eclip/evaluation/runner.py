@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eclip.distributed import world
 from eclip.errors import EclipError, EvaluationError
 from eclip.evaluation.config import EvalConfig
 from eclip.evaluation.partial import load_partial, save_partial
@@ -25,15 +26,6 @@ from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Pr
 from eclip.evaluation.suite import MetricSuite
 
 logger = logging.getLogger(__name__)
-
-
-def world_info() -> tuple[int, int]:
-    """(rank, world size) of `torch.distributed`, (0, 1) when it is not initialised."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def prepare(sample, classnames: list[str]) -> Prepared | str:
@@ -96,7 +88,7 @@ class Evaluation:
         from eclip.data.registry import open_dataset
 
         self.config = config
-        self.rank, self.world = world_info()
+        self.rank, self.world = world()
         if config.maps_dir is not None and not config.maps_dir.is_dir():
             raise EvaluationError(f"{config.maps_dir}: no such folder of maps; pass --maps DIR with DIR/<image_id>.npz files")
         self.dataset = open_dataset(config.dataset, config.root, limit=config.limit)

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from eclip.evaluation.config import EvalConfig
-from eclip.evaluation.maps import MapsFolder, to_image_size
+from eclip.evaluation.maps import MapsFolder
 from eclip.evaluation.suite import MetricSuite
+from eclip.methods.base import maps_to_size
 from eclip.metrics.faithfulness import Scorer, perturbation_curves
 
 logger = logging.getLogger(__name__)
@@ -119,18 +120,6 @@ def stack_pairs(group: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor |
     return masks, torch.cat([m[None].expand(len(p.classes), -1, -1) for m, p in zip(ignore, group)])
 
 
-def raw_maps(explainer, model, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) the method's raw maps, as `Method.explain` computes them, without its upsampled copy.
-
-    `explain` also upsamples every map of all K classes to the input size; the evaluation resizes
-    only the maps of the classes present, to each image's own size, so without perturbation
-    metrics that copy is pure cost (about 7% of an ITSM batch). The architecture check of
-    `explain` is done once per model (`ModelSource.unavailable`).
-    """
-    with torch.enable_grad() if explainer.needs_grad else torch.no_grad():
-        return explainer.raw_maps(model, images, text).detach().float()
-
-
 class ModelSource(Source):
     """One model, explained by each of `config.methods`."""
 
@@ -170,11 +159,11 @@ class ModelSource(Source):
                 maps = explainer.explain(self.model, images, self.text, text_labels=self.classnames)
                 raw, scores = maps.raw.cpu(), maps.scores
             else:
-                raw, scores = raw_maps(explainer, self.model, images, self.text).cpu(), None
+                raw, scores = explainer.explain_raw(self.model, images, self.text, text_labels=self.classnames)[0].cpu(), None
             for group in same_size_groups(batch):
                 selected = torch.cat([raw[i, batch[i].class_index] for i in group])
                 masks, ignore = stack_pairs([batch[i] for i in group])
-                suites[name].update_pairs(to_image_size(selected, batch[group[0]].size), masks, ignore)
+                suites[name].update_pairs(maps_to_size(selected, batch[group[0]].size), masks, ignore)
             pairs = [(i, k) for i, p in enumerate(batch) for k, ok in zip(p.class_index, p.defined) if ok]
             if self.config.perturbation and pairs:
                 deletion, insertion = perturbation_curves(
@@ -201,5 +190,5 @@ class FolderSource(Source):
             suite.counts.update(images=1, missing=len(missing))
             keep = [j for j, cls in enumerate(p.classes) if cls in found]
             if keep:
-                maps = to_image_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
+                maps = maps_to_size(torch.from_numpy(np.stack([found[p.classes[j]] for j in keep])), p.size)
                 suite.update_pairs(maps, p.masks[keep], p.ignore)

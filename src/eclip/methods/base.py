@@ -1,8 +1,8 @@
 """The shared pipeline of every explanation method, and the registry behind `--method`.
 
 A method only has to say how it turns (images, text embeddings) into raw low-resolution maps
-(`raw_maps`); the base class does the rest the same way for all of them (min-max over space,
-bilinear upsampling to the input size), so methods differ only where their papers differ.
+(`raw_maps`); the base class does the rest the same way for all of them (`maps_to_size`: min-max
+over space, bilinear resizing), so methods differ only where their papers differ.
 Shape follows pytorch-grad-cam's `BaseCAM`: the pipeline in the base, one small override per method.
 """
 from __future__ import annotations
@@ -48,11 +48,23 @@ def minmax_normalise(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return out.view_as(maps)
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of (B, K, h, w) maps to (B, K, H, W)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+def maps_to_size(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) raw maps -> (..., H, W) float32 in [0, 1]: min-max normalised on their own grid, then resized.
+
+    The one normalise-and-resize path of eclip: `Method.explain` (at the input size), `eclip
+    explain` (at the image's size, and at the overlay's), `eclip evaluate`, `eclip shift`, `eclip
+    demo` and the web demo all turn raw maps into the maps they show or score with this function,
+    so one image, model, method and text give one map everywhere. Normalising first, on the
+    method's grid, makes the map independent of the output size (ECLIP.md section 4: "the
+    normalised map"); resizing is bilinear, then clamped against rounding.
+    """
+    maps = minmax_normalise(raw.float())
+    size = (int(size[0]), int(size[1]))
+    if tuple(maps.shape[-2:]) != size:
+        lead = maps.shape[:-2]
+        maps = F.interpolate(maps.reshape(1, -1, *maps.shape[-2:]), size=size, mode="bilinear", align_corners=False)
+        maps = maps.reshape(*lead, *size)
+    return maps.clamp_(0.0, 1.0)
 
 
 class Method(ABC):
@@ -85,6 +97,21 @@ class Method(ABC):
         Returns:
             Maps with scores (B, K, H, W) in [0, 1].
         """
+        raw, labels = self.explain_raw(model, images, texts, text_labels)
+        return Maps(scores=maps_to_size(raw, tuple(images.shape[-2:])), raw=raw, texts=labels)
+
+    def explain_raw(
+        self,
+        model: DenseCLIP,
+        images: torch.Tensor,
+        texts: Sequence[str] | torch.Tensor,
+        text_labels: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, list[str]]:
+        """`explain` without the resize: (B, K, h, w) raw maps (detached float32) and the K text labels.
+
+        For callers that want the maps at another size than the input's (the image's own, an
+        overlay's): `maps_to_size(raw, size)` gives them, without a copy at the input size.
+        """
         if model.arch not in self.archs:
             raise MethodError(
                 f"method '{self.name}' is not defined for {model.arch} models; "
@@ -99,9 +126,7 @@ class Method(ABC):
         context = torch.enable_grad() if self.needs_grad else torch.no_grad()
         with context:
             raw = self.raw_maps(model, images, text_features)
-        raw = raw.detach().float()
-        scores = upsample(minmax_normalise(raw), tuple(images.shape[-2:])).clamp(0.0, 1.0)
-        return Maps(scores=scores, raw=raw, texts=labels)
+        return raw.detach().float(), labels
 
     @abstractmethod
     def raw_maps(self, model: DenseCLIP, images: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:

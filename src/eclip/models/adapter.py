@@ -121,7 +121,7 @@ class DenseCLIP(ABC):
         w = max(self.patch_size, size[1] // self.patch_size * self.patch_size)
         tensors = []
         for image in images:
-            image = image.convert("RGB").resize((w, h), Image.BICUBIC)
+            image = (image if image.mode == "RGB" else image.convert("RGB")).resize((w, h), Image.BICUBIC)
             tensors.append(TF.normalize(TF.to_tensor(image), self.mean, self.std))
         return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
 

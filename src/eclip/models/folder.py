@@ -7,8 +7,6 @@ the network (an open_clip CLIP config), how to preprocess, which pooling head th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eclip.errors import ModelLoadError
+from eclip.writing import atomic_write, atomic_write_text
 
 FORMAT = "eclip-model/1"
 CONFIG_NAME = "config.json"
@@ -58,20 +57,8 @@ def save_model_folder(path: Path, model: torch.nn.Module, config: dict[str, Any]
     }
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp)))
     text = json.dumps({**config, "format": FORMAT}, indent=2)
-    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
+    atomic_write_text(path / CONFIG_NAME, text)
     return path
-
-
-def atomic_write(target: Path, write) -> None:
-    """Call `write(tmp_path)` then rename the temporary file onto `target` (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model_folder(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -88,7 +75,13 @@ def load_model_folder(path: Path, device: str | torch.device = "cpu") -> tuple[t
     except Exception as err:  # safetensors raises several types for a truncated or foreign file
         raise ModelLoadError(f"{weights}: not a readable safetensors file ({err}); re-export or re-download it") from err
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor whose shape differs from the config's: another architecture
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
+        raise ModelLoadError(
+            f"{weights}: weights do not fit {path / CONFIG_NAME} ({first[:160]}); "
+            "the folder's config.json and model.safetensors come from different models: re-export the folder") from err
     if missing or unexpected:
         raise ModelLoadError(
             f"{weights}: weights do not fit the config (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); "

@@ -200,6 +200,9 @@ def load_open_clip(name: str, pretrained: str | None, device: str | torch.device
 
 def load_model(name: str = "synth-vit", pretrained: str | None = None, device: str | torch.device = "cpu") -> DenseCLIP:
     """Open any supported CLIP (see the module docstring) and return its DenseCLIP adapter."""
+    from eclip.device import resolve_device
+
+    device = resolve_device(device)
     if name in BUNDLED:
         folder = bundled_dir(name)
         if not is_model_folder(folder):

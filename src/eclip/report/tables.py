@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eclip.metrics import Deletion, Insertion, PointingGame, ScoreContrast, ThresholdIoU
+from eclip.writing import atomic_write_text
 
 #: Record key -> label, in the order tables and figures show them.
 LABELS = {
@@ -58,7 +59,4 @@ def write_markdown(records: Sequence[dict], path: Path) -> Path:
     """Write the Markdown table of `records` to `path` (the OUT.md next to `eclip evaluate`'s OUT.json)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(markdown_table(records) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, markdown_table(records) + "\n")

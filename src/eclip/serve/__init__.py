@@ -36,10 +36,9 @@ from eclip.serve.request import (
     check_methods,
     display_size,
     explain_request,
-    shrink,
     write_figures,
 )
 
 __all__ = ["TEMPLATE_CHOICES", "BundledSamples", "Figure", "ImageInput", "MapPanel", "ModelCache", "ServeLimits", "ServeResult",
            "Workspace", "check_methods", "contrast_class", "display_size", "explain_request", "parse_texts", "read_upload",
-           "resolve_template", "shrink", "write_figures"]
+           "resolve_template", "write_figures"]

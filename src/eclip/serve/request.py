@@ -164,9 +164,10 @@ def explain_request(
                     progress(len(done) / steps, f"{label} · {name}")
                 explained = next(explain_images(model, get_method(name), [(item.path, item.image)], features, texts))
                 stem = f"{_slug(item.name)}-{_slug(label)}-{name}"
-                np.save(folder / f"{stem}.npy", explained.maps)
-                contrasts = [_contrast(heat, item, cls) for heat, cls in zip(explained.maps, classes)]
-                figure = Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", shrink(explained.maps, display),
+                maps = explained.maps()
+                np.save(folder / f"{stem}.npy", maps)
+                contrasts = [_contrast(heat, item, cls) for heat, cls in zip(maps, classes)]
+                figure = Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", explained.maps((display[1], display[0])),
                                 score_titles(texts, explained.cosine, explained.probability), f"{model.name} · {name}")
                 done[label, name] = (figure, explained.cosine, explained.probability, contrasts)
     panels = []
@@ -195,13 +196,6 @@ def display_size(size: tuple[int, int], side: int) -> tuple[int, int]:
     """(W, H) of an image shrunk to at most `side` pixels on its longer side (never enlarged)."""
     scale = min(1.0, side / max(size))
     return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))) if scale < 1 else tuple(size)
-
-
-def shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(K, H, W) maps -> (K, h, w) at `size` (W, H), bilinear; the same array when the size already fits."""
-    if (maps.shape[2], maps.shape[1]) == tuple(size):
-        return maps
-    return np.stack([np.asarray(Image.fromarray(m).resize(size, Image.BILINEAR)) for m in maps])
 
 
 def write_figures(result: ServeResult) -> list[Path]:

@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eclip.data.pairs import PairSource, batch_part
-from eclip.errors import CheckpointError
+from eclip.distributed import barrier, world
+from eclip.errors import CheckpointError, OptionError
 from eclip.models.folder import save_model_folder
-from eclip.train.checkpoint import load_state, restore_rng, save_state
+from eclip.train.checkpoint import RUN_FILES, check_run_folder, check_same_run, load_state, restore_rng, save_state
 from eclip.train.losses import clip_loss
+from eclip.writing import atomic_write_text, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,16 @@ class TrainSettings:
     checkpoint_every: int = 200
     grad_clip: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        if not self.lr > 0:
+            raise OptionError(f"--lr {self.lr} must be > 0")
+        for name in ("weight_decay", "warmup", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
 
 
 @dataclass
@@ -94,15 +106,6 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, or (0, 1) outside torchrun."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """(n, D) per rank -> (world * n, D) in rank order, differentiable (identity outside DDP)."""
     if world()[1] == 1:
@@ -132,13 +135,6 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         n = p.numel()
         p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
         offset += n
-
-
-def barrier() -> None:
-    if world()[1] > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def freeze_batchnorm(model: torch.nn.Module) -> None:
@@ -177,7 +173,8 @@ def train(
     Args:
         model_config: the eclip model config (open_clip section, preprocess, pooling); written
             with the weights so the output loads by path.
-        resume: continue from `out/train_state.pt`; without it an existing state is an error.
+        resume: continue from `out/train_state.safetensors` with the same settings; without it a folder
+            that holds a run is refused before anything in it is read.
         stop_after: end this call after that many steps (the schedule still spans `settings.steps`).
         batchnorm_eval: keep BatchNorm statistics frozen (fine-tuning a ResNet).
     Under torchrun `settings.batch_size` is the global batch; it must divide by the world size.
@@ -194,10 +191,13 @@ def train(
     optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay, trainable), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = cosine_schedule(optimizer, settings.warmup, settings.steps)
     start, losses = 0, []
-    state = load_state(out)
-    if state is not None and not resume:
-        raise CheckpointError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    check_run_folder(out, resume)  # without --resume nothing is read from an existing run
+    if rank == 0:
+        remove_stale_temps(out, RUN_FILES)
+    run = {"settings": {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}, "model": model_config}
+    state = load_state(out) if resume else None
     if state is not None:
+        check_same_run(out, state.get("run"), run)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -211,7 +211,7 @@ def train(
         if rank == 0:
             save_model_folder(out, model, record)
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses})
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run})
         barrier()
 
     model.train()
@@ -251,5 +251,6 @@ def train(
     if start == end and not (out / "config.json").exists():
         checkpoint(end)
     if rank == 0:
-        (out / "losses.json").write_text(json.dumps(losses))
+        atomic_write_text(out / "losses.json", json.dumps(losses))
+        remove_stale_temps(out, RUN_FILES)
     return TrainResult(out=out, losses=losses, steps_done=end, seconds=time.time() - began)

@@ -1,0 +1,114 @@
+"""Writing outputs safely: check a destination before any work, write atomically, sweep what a kill left.
+
+Why one module: every verb writes files (model folders, training states, evaluation records,
+synthetic scenes, maps), and each of three failures costs a user something. A destination that
+cannot be written, found only at the last write, wastes the whole run: `check_output_folder` and
+`check_output_file` fail at once, before any work. A file written in place and interrupted is
+truncated: `atomic_write` writes a hidden temporary file next to the target and renames it (atomic
+on POSIX), so the target is always a complete old or new version. A `kill -9` during a write
+leaves that temporary file behind: its name has one recognisable shape, so `remove_stale_temps`
+sweeps it on the next start.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from eclip.errors import OutputError
+
+#: `.<target name>.<8 random characters>.tmp`, the only shape of temporary file `atomic_write` makes.
+_TEMP = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` on a temporary file next to `target`, then rename it onto `target`.
+
+    The temporary file is removed if `write` fails (an exception, including KeyboardInterrupt);
+    only a hard kill can leave it, and `remove_stale_temps` sweeps it later.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `target` atomically."""
+    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def temp_target(name: str) -> str | None:
+    """The target name a temporary file of `atomic_write` called `name` was meant for, else None."""
+    match = _TEMP.match(name)
+    return match.group("target") if match else None
+
+
+def remove_stale_temps(folder: str | Path, targets: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temporary files a killed `atomic_write` left in `folder` (for `targets` only, if given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    wanted = None if targets is None else set(targets)
+    removed = []
+    for path in folder.iterdir():
+        target = temp_target(path.name)
+        if target is not None and (wanted is None or target in wanted) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else its closest existing ancestor."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _check_can_create_in(base: Path, path: Path, option: str) -> None:
+    """Fail unless a file can be created in the existing folder `base` (`path` and `option` name it in the message).
+
+    A real probe (create and delete a hidden empty file) rather than `os.access`: access() says
+    yes to root on /proc or /sys, and knows nothing of quotas or some network file systems.
+    """
+    if not base.is_dir():
+        raise OutputError(f"{option} {path}: {base} is a file, so nothing can be written under it; "
+                          "pass a path that is not inside a file")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".eclip-probe.", suffix=".tmp")
+    except OSError as err:
+        raise OutputError(f"{option} {path}: cannot write in {base} ({err.strerror or err}); "
+                          "pass a path on a writable disk where you have write permission") from err
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Fail now, with one line naming `path` and the fix, if `path` cannot be (or become) a folder we write into.
+
+    Creates nothing: a missing folder is made by the first write, so a run refused for another
+    reason leaves no empty folder behind.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: exists and is a file, not a folder; pass a folder path (new or existing)")
+    _check_can_create_in(_nearest_existing(path), path, option)
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """Fail now if the file `path` cannot be written (atomically, i.e. created in its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; pass a file path, e.g. {path / 'results.json'}")
+    _check_can_create_in(_nearest_existing(path.parent), path, option)
+    return path

@@ -1,0 +1,78 @@
+"""Outputs are checked before any work, written atomically, and what a killed write leaves is swept."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from eclip.cli.messages import given_value, usage_message
+from eclip.device import resolve_device
+from eclip.errors import DeviceError, OutputError
+from eclip.writing import atomic_write, atomic_write_text, check_output_file, check_output_folder, remove_stale_temps, temp_target
+
+
+def test_atomic_write_replaces_whole_and_leaves_nothing_when_the_write_fails(tmp_path):
+    target = tmp_path / "r.json"
+    atomic_write_text(target, "old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_stale_temporary_files_are_recognised_and_swept_by_target(tmp_path):
+    atomic_write_text(tmp_path / "keep.txt", "x")
+    stale = [tmp_path / ".model.safetensors.k3j_9x0a.tmp", tmp_path / ".losses.json.abcdefgh.tmp"]
+    other = [tmp_path / ".model.safetensors.tmp", tmp_path / "model.safetensors.abcdefgh.tmp", tmp_path / ".x.abcdefgh.tmp"]
+    for path in stale + other:
+        path.write_text("partial")
+    assert temp_target(stale[0].name) == "model.safetensors" and temp_target(other[0].name) is None
+    assert sorted(remove_stale_temps(tmp_path, ["model.safetensors", "losses.json"])) == sorted(stale)
+    assert all(p.exists() for p in other) and (tmp_path / "keep.txt").exists()
+
+
+def test_output_checks_name_the_path_and_create_nothing(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(OutputError, match="notes.txt: exists and is a file"):
+        check_output_folder(a_file)
+    with pytest.raises(OutputError, match="is a file, so nothing can be written under it"):
+        check_output_folder(a_file / "deeper" / "out")
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output_file(tmp_path)
+    with pytest.raises(OutputError, match="cannot write in /proc"):
+        check_output_folder("/proc/eclip-out")
+    assert check_output_folder(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert check_output_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("spec", ["banana", "CPU", "", "cuda:x", "xla", "meta"])
+def test_device_spellings_outside_cpu_cuda_mps_are_refused(spec):
+    with pytest.raises(DeviceError, match="--device"):
+        resolve_device(spec)
+
+
+def test_device_cpu_and_a_missing_gpu():
+    import torch
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_usage_messages_read_the_value_back_from_the_command_line():
+    import typer
+    from typer.testing import CliRunner
+
+    import eclip.cli as cli
+
+    assert given_value(["--n", "3", "--n=0"], ["--n"]) == "0" and given_value(["-o", "x"], ["--out", "-o"]) == "x"
+    result = CliRunner().invoke(cli.app, ["shift", "--n", "-3"], standalone_mode=False)
+    assert isinstance(result.exception, typer.BadParameter)
+    assert usage_message(result.exception, ["shift", "--n", "-3"]) == "--n -3: must be >= 1; see `eclip shift --help`"
