@@ -60,8 +60,9 @@ def test_a_map_from_the_page_equals_the_npy_of_eclip_explain(models, arch, metho
     assert downloaded.dtype == expected.dtype and downloaded.shape == expected.shape == (2, 160, 160)
     assert np.array_equal(downloaded, expected)
     scores = json.loads((out / f"{image.stem}.json").read_text())["scores"]
-    assert served.panels[0].cosine == pytest.approx(scores["a star"]["cosine"], abs=1e-6)
-    assert served.panels[1].probability == pytest.approx(scores["circle"]["probability"], abs=1e-6)
+    assert [s["text"] for s in scores] == ["a star", "circle"]
+    assert served.panels[0].cosine == pytest.approx(scores[0]["cosine"], abs=1e-6)
+    assert served.panels[1].probability == pytest.approx(scores[1]["probability"], abs=1e-6)
 
 
 def test_models_load_once_and_texts_are_encoded_once_per_model(models, tmp_path, monkeypatch):
