@@ -84,7 +84,7 @@ def library_maps(image, texts: list[str]) -> np.ndarray:
     from eclip.prompts import encode_prompts
 
     model = load_model("synth-vit")
-    return next(explain_files(model, get_method("itsm"), [image], encode_prompts(model, texts), texts)).maps
+    return next(explain_files(model, get_method("itsm"), [image], encode_prompts(model, texts), texts)).maps()
 
 
 def test_upload_two_texts_two_methods_then_a_corrupt_upload(page, tmp_path):

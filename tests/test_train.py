@@ -135,3 +135,30 @@ def test_temporary_files_of_a_killed_write_are_swept(tmp_path):
 def test_settings_that_make_no_sense_are_refused(bad):
     with pytest.raises(OptionError, match=next(iter(bad)).replace("_", "-")):
         _settings(**bad)
+
+
+def test_state_codec_round_trips_optimiser_and_rng_states_through_safetensors(tmp_path):
+    import random
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from eclip.train.state_codec import join_tensors, split_tensors
+
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 3, 32, 32), torch.zeros(2, 16, dtype=torch.long))[0].sum().backward()
+    optimizer.step()
+    state = {"optimizer": optimizer.state_dict(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "odd": {3: (1, 2.5, None), "__x": [True, "s"]}}
+    tensors: dict = {}
+    tree = split_tensors(state, tensors, "state")
+    save_file(tensors, str(tmp_path / "s.safetensors"))
+    back = join_tensors(json.loads(json.dumps(tree)), load_file(str(tmp_path / "s.safetensors")))
+    assert back["odd"] == state["odd"] and back["python"] == state["python"]
+    assert back["numpy"][0] == "MT19937" and back["numpy"][1].dtype == np.uint32
+    assert np.array_equal(back["numpy"][1], state["numpy"][1]) and back["numpy"][2:] == state["numpy"][2:]
+    first = next(iter(state["optimizer"]["state"]))
+    assert set(back["optimizer"]["state"]) == set(state["optimizer"]["state"])
+    assert torch.equal(back["optimizer"]["state"][first]["exp_avg"], state["optimizer"]["state"][first]["exp_avg"])
+    assert back["optimizer"]["param_groups"][0]["betas"] == state["optimizer"]["param_groups"][0]["betas"]

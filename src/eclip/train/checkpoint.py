@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from eclip.errors import CheckpointError
+from eclip.train.state_codec import join_tensors, split_tensors
 from eclip.writing import atomic_write
 
 STATE_NAME = "train_state.safetensors"
@@ -35,49 +36,6 @@ _META_KEY = "eclip_train_state"
 _FORMAT = "eclip-train-state/1"
 
 
-# --------------------------------------------------------------------- tensors apart, the rest as JSON
-def _split(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
-    """A JSON-able copy of `value` in which each tensor (or numpy array) is a reference into `tensors`."""
-    if isinstance(value, torch.Tensor):
-        tensors[path] = value.detach().cpu().contiguous()
-        return {"__tensor__": path}
-    if isinstance(value, np.ndarray):
-        tensors[path] = torch.from_numpy(value.astype(np.int64) if value.dtype.kind in "ui" else np.ascontiguousarray(value))
-        return {"__ndarray__": path, "dtype": value.dtype.str}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_split(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [_split(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _split(v, tensors, f"{path}/{k}") for k, v in value.items()}
-        return {"__items__": [[_split(k, tensors, f"{path}/key{i}"), _split(v, tensors, f"{path}/{i}")]
-                              for i, (k, v) in enumerate(value.items())]}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    raise TypeError(f"training state value of type {type(value).__name__} at {path!r} cannot be stored")
-
-
-def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """The inverse of `_split`."""
-    if isinstance(value, list):
-        return [_join(v, tensors) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
-    if "__ndarray__" in value:
-        return tensors[value["__ndarray__"]].numpy().astype(np.dtype(value["dtype"]))
-    if "__tuple__" in value:
-        return tuple(_join(v, tensors) for v in value["__tuple__"])
-    if "__items__" in value:
-        return {_join(k, tensors): _join(v, tensors) for k, v in value["__items__"]}
-    return {k: _join(v, tensors) for k, v in value.items()}
-
-
-# ------------------------------------------------------------------------------------- save and load
 def save_state(folder: Path, state: dict[str, Any]) -> Path:
     """Write a training state (plus the RNG states) atomically into `folder`."""
     from safetensors.torch import save_file
@@ -85,7 +43,7 @@ def save_state(folder: Path, state: dict[str, Any]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
-    tree = _split({**state, "rng": rng_state()}, tensors, "state")
+    tree = split_tensors({**state, "rng": rng_state()}, tensors, "state")
     metadata = {_META_KEY: json.dumps({"format": _FORMAT, "state": tree})}
     return atomic_write(folder / STATE_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -107,7 +65,7 @@ def load_state(folder: Path) -> dict[str, Any] | None:
         saved = json.loads(metadata[_META_KEY])
         if saved.get("format") != _FORMAT:
             raise ValueError(f"format {saved.get('format')!r}")
-        state = _join(saved["state"], tensors)
+        state = join_tensors(saved["state"], tensors)
     except Exception as err:  # safetensors and json raise several types for a truncated or foreign file
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise CheckpointError(
