@@ -81,10 +81,9 @@ def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
     each class present (resized as every map is), the metrics on them, and the two ends of the
     deletion curves, whose values are known: the cosine of the image, then of its blurred copy."""
     from eclip.data.registry import open_dataset
-    from eclip.evaluation.maps import to_image_size
     from eclip.evaluation.runner import prepare
     from eclip.evaluation.sources import class_text_features
-    from eclip.methods.base import get_method
+    from eclip.methods.base import get_method, maps_to_size
     from eclip.metrics.faithfulness import baseline_images
     from eclip.models.loading import load_model
 
@@ -96,7 +95,7 @@ def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
         p = prepare(sample, list(dataset.classnames))
         images = model.preprocess([p.image])
         raw = get_method(method).explain(model, images, text).raw[0, p.class_index]
-        maps = to_image_size(raw, p.size)
+        maps = maps_to_size(raw, p.size)
         for metric in (iou, contrast, pointing):
             metric.update(maps, p.masks, p.ignore)
         with torch.no_grad():
