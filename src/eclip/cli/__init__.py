@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 # Each verb lives in its own module and registers itself on `app` when imported.
-from eclip.cli import demo, evaluate, explain, listing, report, serve, shift, synth, train  # noqa: F401,E402
+from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, train  # noqa: F401,E402
 from eclip.cli.app import app
 from eclip.errors import EclipError
 

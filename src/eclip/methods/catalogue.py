@@ -16,3 +16,4 @@ from eclip.methods import gem
 from eclip.methods import grad_eclip
 from eclip.methods import legrad
 from eclip.methods import cliptrase
+from eclip.methods import decomposition

@@ -77,5 +77,9 @@ class HFCLIPViT(ViTAdapter):
     def _ln_post(self, x):
         return self.vision.post_layernorm(x)
 
+    @property
+    def final_norm(self):
+        return self.vision.post_layernorm
+
     def _project(self, x):
         return self.model.visual_projection(x)

@@ -92,5 +92,9 @@ class OpenClipViT(OpenClipTextMixin, ViTAdapter):
     def _ln_post(self, x):
         return self.visual.ln_post(x)
 
+    @property
+    def final_norm(self):
+        return self.visual.ln_post
+
     def _project(self, x):
         return x @ self.visual.proj if self.visual.proj is not None else x

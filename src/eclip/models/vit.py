@@ -174,6 +174,15 @@ class ViTAdapter(DenseCLIP):
         """(B, T, C) tokens -> (B, T, D): final norm then projection, applied to every token."""
         return self._project(self._ln_post(x))
 
+    @property
+    def final_norm(self) -> torch.nn.LayerNorm:
+        """The LayerNorm before the projection, for methods that linearise it (text-based decomposition)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its final LayerNorm")
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., D): the visual projection alone (linear, no bias)."""
+        return self._project(x)
+
     def tokens_to_grid(self, tokens: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(B, h*w, ...) patch tokens (class token removed) -> (B, h, w, ...)."""
         h, w = self.grid_size(images.shape[-2], images.shape[-1])
