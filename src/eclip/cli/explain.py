@@ -65,6 +65,9 @@ def explain_command(
     templates = IMAGENET if ensemble else template
     features = encode_prompts(adapter, texts, templates)
     explainer = get_method(method)
+    word_level = method == "interactions"  # one panel per content word, and the token x location matrices
+    if word_level:
+        batch_size = 1
     paths = iter_image_files(list(inputs) if inputs else sample_images(), recursive=recursive)
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,12 +80,18 @@ def explain_command(
             continue
         stem = names[result.path]
         np.save(out / f"{stem}.npy", result.maps)
-        overlay_panels(result.image, result.maps, score_titles(texts, result.cosine, result.probability), out / f"{stem}.png",
-                       suptitle=f"{adapter.name} · {method}")
+        titles, panels, extra = score_titles(texts, result.cosine, result.probability), result.maps, {}
+        if word_level:
+            from eclip.cli.explain_words import word_outputs
+
+            titles, panels, section = word_outputs(explainer.last, (result.image.height, result.image.width), out / stem)
+            extra = {"interactions": section}
+        overlay_panels(result.image, panels, titles, out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
         record = {
             "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
             "scores": {t: {"cosine": round(float(c), 6), "probability": round(float(p), 6)}
                        for t, c, p in zip(texts, result.cosine, result.probability)},
+            **extra,
         }
         (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
     typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")

@@ -17,3 +17,4 @@ from eclip.methods import grad_eclip
 from eclip.methods import legrad
 from eclip.methods import cliptrase
 from eclip.methods import decomposition
+from eclip.methods import interactions

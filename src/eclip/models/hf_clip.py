@@ -57,6 +57,11 @@ class HFCLIPViT(ViTAdapter):
         out = self.model.get_text_features(input_ids=tokens)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
+    @property
+    def text_blocks(self) -> list[torch.nn.Module]:
+        """The text transformer's layers, first to last (methods may hook a layer's input, never edit it)."""
+        return list(self.model.text_model.encoder.layers)
+
     def _native_encode_image(self, images: torch.Tensor) -> torch.Tensor:
         interpolate = tuple(images.shape[-2:]) != self.image_size
         out = self.model.get_image_features(pixel_values=images.to(self.dtype), interpolate_pos_encoding=interpolate)
