@@ -110,11 +110,11 @@ def test_method_maps_follow_the_cached_texts_and_refuse_ensembles(reference):
 
 
 def test_explain_cli_writes_one_panel_per_content_word_and_the_matrix(tmp_path):
+    from conftest import make_open_clip
     from PIL import Image
     from typer.testing import CliRunner
 
     import eclip.cli as cli
-    from conftest import make_open_clip
     from eclip.models.folder import save_model_folder
 
     config = {"arch": "vit", "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
