@@ -18,3 +18,4 @@ from eclip.methods import legrad
 from eclip.methods import cliptrase
 from eclip.methods import decomposition
 from eclip.methods import interactions
+from eclip.methods import phrase

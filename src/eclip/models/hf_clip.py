@@ -70,6 +70,10 @@ class HFCLIPViT(ViTAdapter):
     def _patch_embed(self, images):
         return self.vision.embeddings.patch_embedding(images)
 
+    @property
+    def patch_conv(self):
+        return self.vision.embeddings.patch_embedding
+
     def _class_embedding(self):
         return self.vision.embeddings.class_embedding
 

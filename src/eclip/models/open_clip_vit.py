@@ -80,6 +80,10 @@ class OpenClipViT(OpenClipTextMixin, ViTAdapter):
     def _patch_embed(self, images):
         return self.visual.conv1(images)
 
+    @property
+    def patch_conv(self):
+        return self.visual.conv1
+
     def _class_embedding(self):
         return self.visual.class_embedding
 

@@ -118,6 +118,11 @@ class ViTAdapter(DenseCLIP):
     def _patch_embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, h, w) patch features."""
 
+    @property
+    def patch_conv(self) -> torch.nn.Conv2d:
+        """The patch-embedding convolution, for methods that run it with another stride (phrase localisation)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its patch convolution")
+
     @abstractmethod
     def _class_embedding(self) -> torch.Tensor:
         """(C,) class token."""
