@@ -64,18 +64,24 @@ def method_options(name: str, rise_masks: int) -> dict:
     return {"n_masks": rise_masks} if name == "rise" else {}
 
 
-def bench_method(method, model, images, features, ks: list[int], forward_s: float, repeats: int, loop: bool) -> dict:
-    """Times of one method for each K (and of K single-text runs for gradient methods)."""
+def bench_method(make, model, images, features, ks: list[int], forward_s: float, repeats: int, loop: bool) -> dict:
+    """Times of one method for each K (and of K single-text runs for gradient methods).
+
+    `make()` builds the method; every timed call gets a fresh one, so nothing a method keeps between
+    calls (e.g. the text side `interactions` caches per caption) makes a later call look cheaper.
+    """
     device = images.device
+    method = make()
     row = {"method": method.name, "needs_grad": method.needs_grad, "seconds": {}, "ratio": {}, "looped_seconds": {}}
     for i, k in enumerate(ks):
         texts = features[:k]
         warmup = 1 if i == 0 else 0  # the first K warms the method's code paths up
-        seconds = timed(lambda texts=texts: method.explain(model, images, texts), device, repeats, warmup=warmup)
+        seconds = timed(lambda texts=texts: make().explain(model, images, texts), device, repeats, warmup=warmup)
         row["seconds"][str(k)] = seconds
         row["ratio"][str(k)] = seconds / forward_s
         if method.needs_grad and k > 1 and loop:
             def one_at_a_time(texts: torch.Tensor = texts) -> None:
+                method = make()
                 for i in range(len(texts)):
                     method.explain(model, images, texts[i:i + 1])
 
@@ -137,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         cls = available_methods()[name]
         if model.arch in cls.archs:
-            method = get_method(name, **method_options(name, args.rise_masks))
-            rows.append(bench_method(method, model, images, features, ks, forward_s, args.repeats, not args.no_loop))
+            options = method_options(name, args.rise_masks)
+            rows.append(bench_method(lambda name=name, options=options: get_method(name, **options), model, images, features, ks,
+                                     forward_s, args.repeats, not args.no_loop))
 
     table = markdown(rows, ks, forward_s)
     print()

@@ -1,6 +1,16 @@
-"""Phrase localisation (Li et al. 2022): the stride-free ResNet, the region tokens, the pixel scores."""
+"""Phrase localisation (Li et al. 2022): the authors' code on the same weights, the stride-free ResNet, the pixel scores.
+
+`fixtures/phrase_vit_reference.npz` holds numbers only, made by running the authors' public
+`SLICViT` (`models/slic_vit.py` with their `CLIPMaskedSpatialViT`, OpenAI's CLIP model code and
+scikit-image's SLIC) with their ViT-B/16 Flickr30k settings on a tiny seeded 224 px ViT (patch 16,
+width 64, 2 blocks; float16-rounded weights stored alongside, run in float32): the image, the
+text embedding and their normalised heat map.
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +20,29 @@ from eclip.methods.base import get_method
 from eclip.methods.phrase import region_tokens, softmax_temperature_mean
 
 TEXTS = ["a red star", "a blue circle"]
+FIXTURE = Path(__file__).parent / "fixtures" / "phrase_vit_reference.npz"
+
+
+def test_vit_heat_map_equals_the_authors_code():
+    pytest.importorskip("skimage")
+    from open_clip.model import CLIP
+    from PIL import Image
+
+    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
+
+    data = np.load(FIXTURE)
+    model = CLIP(embed_dim=32, vision_cfg=dict(image_size=224, patch_size=16, width=64, layers=2, head_width=64),
+                 text_cfg=dict(context_length=16, vocab_size=49408, width=16, heads=2, layers=1), quick_gelu=True).eval()
+    model.visual.load_state_dict({k.removeprefix("weight/"): torch.from_numpy(data[k].astype(np.float32))
+                                  for k in data.files if k.startswith("weight/")})
+    adapter = make_adapter("vit", model=model)
+    adapter.mean, adapter.std, adapter.image_size = OPENAI_MEAN, OPENAI_STD, (224, 224)
+    images = adapter.preprocess(Image.fromarray(data["image"]))
+    maps = get_method("phrase").explain(adapter, images, torch.from_numpy(data["text"]))
+    expected = torch.from_numpy(data["heatmap"].astype(np.float32))
+    assert maps.scores.shape == (1, 1, 224, 224)
+    assert torch.allclose(maps.scores[0, 0], expected, atol=1e-3)  # the reference is stored in float16
+    assert expected.std() > 0.05
 
 
 def test_dilated_resnet_equals_the_strided_one_on_its_grid():
