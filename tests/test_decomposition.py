@@ -108,13 +108,9 @@ def test_text_span_finds_the_directions_a_head_writes_in():
 # ------------------------------------------------------------------ eclip decompose / eclip textspan
 @pytest.fixture
 def tiny_folder(tmp_path):
-    from conftest import make_open_clip
+    from test_evaluate import tiny_model
 
-    from eclip.models.folder import save_model_folder
-
-    config = {"arch": "vit", "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-              "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-    return save_model_folder(tmp_path / "tiny", make_open_clip("vit"), config)
+    return tiny_model(tmp_path, "vit")
 
 
 def test_decompose_cli_tables_add_up_to_the_cosine(tiny_folder, tmp_path):

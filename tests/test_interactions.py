@@ -110,16 +110,13 @@ def test_method_maps_follow_the_cached_texts_and_refuse_ensembles(reference):
 
 
 def test_explain_cli_writes_one_panel_per_content_word_and_the_matrix(tmp_path):
-    from conftest import make_open_clip
     from PIL import Image
+    from test_evaluate import tiny_model
     from typer.testing import CliRunner
 
     import eclip.cli as cli
-    from eclip.models.folder import save_model_folder
 
-    config = {"arch": "vit", "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-              "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-    folder = save_model_folder(tmp_path / "tiny", make_open_clip("vit"), config)
+    folder = tiny_model(tmp_path, "vit")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "scene.png")
     out = tmp_path / "out"
