@@ -46,8 +46,13 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
     return statistics.median(times)
 
 
-def load_model(device: torch.device):
-    """Random-weight open_clip ViT-B/16 behind the eclip adapter, with open_clip's own tokenizer."""
+def load_model(device: torch.device, name: str | None = None):
+    """Random-weight open_clip ViT-B/16 behind the eclip adapter, with open_clip's own tokenizer; or
+    `name`, any model `eclip.models.load_model` opens (e.g. a bundled one, for methods too slow for ViT-B/16 on a CPU)."""
+    if name:
+        from eclip.models.loading import load_model as load_named
+
+        return load_named(name, device=str(device))
     import open_clip
 
     from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="", help="comma-separated method names (default: all registered)")
     parser.add_argument("--no-loop", action="store_true", help="skip the K single-text runs of gradient methods")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--model", default="", help="a model name eclip loads instead of random ViT-B/16 (e.g. synth-vit)")
     parser.add_argument("--json", type=Path, default=Path("bench_methods.json"), help="where to write the results")
     args = parser.parse_args(argv)
 
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ks = [int(k) for k in args.texts.split(",") if k.strip()]
     names = [n for n in args.methods.split(",") if n] or list(available_methods())
-    model = load_model(device)
+    model = load_model(device, args.model or None)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, *model.image_size, generator=g).to(device)
     all_texts = [f"a photo of object number {i}" for i in range(max(ks))]
