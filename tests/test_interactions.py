@@ -62,10 +62,11 @@ def test_alphas_are_the_authors_right_endpoints():
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
-def test_more_steps_converge_to_the_second_order_part_of_the_product(arch):
-    """Integrated Jacobians are complete in the limit: sum of all interactions (before the norms) ->
-    (e_T(x_t) - e_T(r_t)) . (e_I(x_i) - e_I(r_i)), the reference states run through each tower's last block
-    (the caption's pooled at the caption's EOS position, as the authors pool every interpolation)."""
+def test_integrated_jacobians_are_complete_in_the_limit(arch):
+    """Summed over positions, each side's integrated Jacobian tends to e(x) - e(r): the image's to
+    e_I(image) - e_I(zeros), the caption's to e_T(caption) - e_T(reference state at the last block, pooled at
+    the caption's EOS position, as the authors pool every interpolation). So the interactions add up to
+    the second-order part of e_T . e_I. (The tiny ResNet's attention pool is nearly an argmax: many steps.)"""
     from eclip.methods.interactions import hooked_input, image_states, integrated_jacobian, reference_tokens, text_jacobian
 
     adapter = make_adapter(arch, seed=2)
@@ -79,19 +80,19 @@ def test_more_steps_converge_to_the_second_order_part_of_the_product(arch):
             adapter._encode_tokens(reference_tokens(adapter, toks.shape[1])[None])
         with hooked_input(block, lambda h: states["ref"]):
             e_rt = adapter._encode_tokens(toks)[0]
-        e_t = adapter._encode_tokens(toks)[0]
-        e_i = adapter.encode_image(images)[0]
-        e_ri = adapter.encode_image(torch.zeros_like(images))[0]
-    exact = float((e_t - e_rt) @ (e_i - e_ri))
-    errors = []
-    for steps in (2, 6, 24):
-        with torch.enable_grad():
-            states, tail, positions = image_states(adapter, images)
-            image_side, _ = integrated_jacobian(tail, states[0], states[-1], steps, positions, chunk=8)  # every location
-            jac, _, _ = text_jacobian(adapter, text, steps, len(adapter.text_blocks) - 1, chunk=8)
-        errors.append(abs(float(jac.sum(1) @ image_side.flatten(1).sum(1)) - exact))
-    assert errors[2] < errors[1] < errors[0]
-    assert errors[2] < 0.1 * abs(exact)
+        text_diff = adapter._encode_tokens(toks)[0] - e_rt
+        image_diff = adapter.encode_image(images)[0] - adapter.encode_image(torch.zeros_like(images))[0]
+    image_errors, text_errors = [], []
+    with torch.enable_grad():
+        tokens_states, tail, positions = image_states(adapter, images)
+        for steps in (4, 400):
+            side, _ = integrated_jacobian(tail, tokens_states[0], tokens_states[-1], steps, positions, chunk=32)
+            image_errors.append(float((side.flatten(1).sum(1) - image_diff).norm() / image_diff.norm()))
+        for steps in (4, 100):
+            jac, _, _ = text_jacobian(adapter, text, steps, len(adapter.text_blocks) - 1, chunk=32)
+            text_errors.append(float((jac.sum(1) - text_diff).norm() / text_diff.norm()))
+    assert image_errors[1] < image_errors[0] and image_errors[1] < 0.01
+    assert text_errors[1] < text_errors[0] and text_errors[1] < 0.01
 
 
 def test_method_maps_follow_the_cached_texts_and_refuse_ensembles(reference):
