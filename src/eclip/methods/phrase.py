@@ -135,8 +135,6 @@ class PhraseLocalization(Method):
         return torch.stack(out)
 
     def resnet_maps(self, model, images: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        from eclip.models.dilated_resnet import shrink
-
         temperature = 0.03 if self.temperature is None else self.temperature
         h, w = images.shape[-2:]
         pad = round(64 * h / 224) if self.pad is None else self.pad
@@ -144,9 +142,10 @@ class PhraseLocalization(Method):
         top = (feats.shape[-2] - h) // 2
         left = (feats.shape[-1] - w) // 2
         if top < 0 or left < 0:
-            raise MethodError(f"method 'phrase' needs at least {(shrink(model.visual) + 1) // 2} px of padding on this ResNet; got {pad}")
-        feats = feats[..., top : top + h, left : left + w].permute(0, 2, 3, 1)
-        dense = F.normalize(model.pool.c_proj(model.pool.v_proj(feats)).float(), dim=-1)  # (B, H, W, D)
+            lost = h + 2 * pad - feats.shape[-2]
+            raise MethodError(f"method 'phrase' needs at least {(lost + 1) // 2} px of padding on this ResNet; got pad={pad}")
+        feats = feats[..., top : top + h, left : left + w]
+        dense = F.normalize(model.value_path(feats).float(), dim=-1)  # (B, H, W, D)
         cosine = torch.einsum("bhwd,kd->bkhw", dense, text_features.to(dense))
         return torch.exp((cosine - cosine.amax(dim=(2, 3), keepdim=True)) / temperature)
 
