@@ -38,6 +38,8 @@ def evaluate_command(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial.json."),
     checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=1, help="Write OUT.partial.json every N batches."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    task: str = typer.Option("classes", "--task", help="classes: each class present against its mask; phrases (synthetic "
+                                                        "only): each object's phrase ('a red star') against its instance mask."),
 ) -> None:
     """Explain every class present in each image with each model x method and score the maps.
 
@@ -72,7 +74,7 @@ def evaluate_command(
                             limit=limit, templates=template, batch_size=batch_size, device=device, threshold_step=threshold_step,
                             pointing_tolerance=pointing_tolerance, perturbation=perturbation, deletion_steps=deletion_steps,
                             perturbation_baseline=baseline, perturbation_score=score, perturbation_batch=perturbation_batch,
-                            checkpoint_every=checkpoint_every)
+                            checkpoint_every=checkpoint_every, task=task)
         rank, size = world()
         partial = partial_path(out, rank, size)
         check_output_file(partial)

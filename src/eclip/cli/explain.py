@@ -90,6 +90,9 @@ def explain_command(
     explainer = get_method(method)
     adapter = load_model(model, pretrained, device=device)
     features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
+    word_level = method == "interactions"  # one panel per content word, and the token x location matrices
+    if word_level:
+        batch_size = 1
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -101,13 +104,19 @@ def explain_command(
             continue
         stem = names[result.path]
         shape = save_maps(out / f"{stem}.npy", result, fit_within(result.size, map_size))
-        overlay_panels(result.display, result.display_maps(), score_titles(texts, result.cosine, result.probability),
-                       out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
+        titles, panels, extra = score_titles(texts, result.cosine, result.probability), result.display_maps(), {}
+        if word_level:
+            from eclip.cli.explain_words import word_outputs
+
+            titles, panels, section = word_outputs(explainer.last, (result.display.height, result.display.width), out / stem)
+            extra = {"interactions": section}
+        overlay_panels(result.display, panels, titles, out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
         record = {
             "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
             "image_size": list(result.size), "map_size": list(shape[1:]),
             "scores": [{"text": t, "cosine": round(float(c), 6), "probability": round(float(p), 6)}
                        for t, c, p in zip(texts, result.cosine, result.probability)],
+            **extra,
         }
         atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2))
     typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")

@@ -16,6 +16,10 @@ DEFAULT_TEMPLATES = {"voc": "imagenet", "coco": "imagenet", "context": "imagenet
 #: The scores deletion / insertion can follow: the targets gradient methods explain (`eclip.methods.scoring`).
 SCORES = tuple(TARGETS)
 
+#: What is explained: each class present against its class mask, or (synthetic scenes) each object's
+#: colour-and-shape phrase against its instance mask (`eclip.data.phrases`).
+TASKS = ("classes", "phrases")
+
 
 def _divides_one(step: float) -> bool:
     """True when the IoU threshold grid 0, step, ..., 1 exists (`eclip.metrics.localization.threshold_grid`)."""
@@ -53,6 +57,7 @@ class EvalConfig:
             "logit" (times CLIP's logit scale) or "probability" (softmax over the classes).
         perturbation_batch: perturbed images per forward pass.
         checkpoint_every: write the partial-results file every this many batches.
+        task: "classes" or "phrases" (see `TASKS`).
     """
 
     dataset: str
@@ -73,6 +78,7 @@ class EvalConfig:
     perturbation_score: str = "cosine"
     perturbation_batch: int = 64
     checkpoint_every: int = 20
+    task: str = "classes"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -96,13 +102,17 @@ class EvalConfig:
             problems.append(f"--threshold-step {self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
         if self.pointing_tolerance < 0:
             problems.append(f"--pointing-tolerance {self.pointing_tolerance} must be >= 0")
+        if self.task not in TASKS:
+            problems.append(f"--task {self.task!r} must be one of {', '.join(TASKS)}")
         if problems:
             raise EvaluationError("; ".join(problems))
 
     @property
     def template_set(self) -> str:
-        """The templates actually used: the option, or the dataset's default."""
-        return self.templates or DEFAULT_TEMPLATES.get(self.dataset.lower(), "imagenet")
+        """The templates actually used: the option, or the dataset's default (phrases: verbatim, "{}")."""
+        if self.templates:
+            return self.templates
+        return "{}" if self.task == "phrases" else DEFAULT_TEMPLATES.get(self.dataset.lower(), "imagenet")
 
     def fingerprint(self, n_images: int, world: int, rank: int) -> dict:
         """What must not change between an interrupted run and its resumption (batch sizes may)."""

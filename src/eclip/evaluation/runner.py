@@ -91,7 +91,12 @@ class Evaluation:
         self.rank, self.world = world()
         if config.maps_dir is not None and not config.maps_dir.is_dir():
             raise EvaluationError(f"{config.maps_dir}: no such folder of maps; pass --maps DIR with DIR/<image_id>.npz files")
-        self.dataset = open_dataset(config.dataset, config.root, limit=config.limit)
+        if config.task == "phrases":
+            from eclip.data.phrases import open_phrases
+
+            self.dataset = open_phrases(config.dataset, config.root, limit=config.limit)
+        else:
+            self.dataset = open_dataset(config.dataset, config.root, limit=config.limit)
         self.classnames = list(self.dataset.classnames)
         self.indices = list(range(self.rank, len(self.dataset), self.world))
         self.partial, self.progress = partial, progress and self.rank == 0
@@ -193,6 +198,7 @@ class Evaluation:
         record = {"dataset": self.dataset.name or c.dataset, "model": source.model_label, "method": method, **suite.scores()}
         perturbation = c.perturbation and isinstance(source, ModelSource)
         record.update({
+            "task": c.task,
             "templates": c.template_set if isinstance(source, ModelSource) else None,
             "threshold_step": c.threshold_step,
             "pointing_tolerance": c.pointing_tolerance,

@@ -15,3 +15,7 @@ from eclip.methods import naclip
 from eclip.methods import gem
 from eclip.methods import grad_eclip
 from eclip.methods import legrad
+from eclip.methods import decomposition
+from eclip.methods import interactions
+from eclip.methods import phrase
+from eclip.methods import cliptrase

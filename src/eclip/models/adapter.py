@@ -161,6 +161,20 @@ class DenseCLIP(ABC):
                 self._text_cache[text] = vector
         return torch.stack([self._text_cache[t] for t in texts])
 
+    def cached_text(self, feature: torch.Tensor, tolerance: float = 1e-5) -> str | None:
+        """The text whose embedding `encode_text` cached is (D,) `feature` (cosine within `tolerance`), or None.
+
+        For methods that explain a text's tokens rather than its embedding (second-order
+        interactions) when they are handed embeddings, as `eclip evaluate` hands them.
+        """
+        if not self._text_cache:
+            return None
+        texts = list(self._text_cache)
+        cached = torch.stack([self._text_cache[t] for t in texts])
+        cosine = cached @ F.normalize(feature.float().to(cached.device), dim=-1)
+        best = int(cosine.argmax())
+        return texts[best] if float(cosine[best]) >= 1.0 - tolerance else None
+
     # -------------------------------------------------------------- image side
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D): the model's pooled embedding, unnormalised.

@@ -57,6 +57,11 @@ class HFCLIPViT(ViTAdapter):
         out = self.model.get_text_features(input_ids=tokens)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
+    @property
+    def text_blocks(self) -> list[torch.nn.Module]:
+        """The text transformer's layers, first to last (methods may hook a layer's input, never edit it)."""
+        return list(self.model.text_model.encoder.layers)
+
     def _native_encode_image(self, images: torch.Tensor) -> torch.Tensor:
         interpolate = tuple(images.shape[-2:]) != self.image_size
         out = self.model.get_image_features(pixel_values=images.to(self.dtype), interpolate_pos_encoding=interpolate)
@@ -64,6 +69,10 @@ class HFCLIPViT(ViTAdapter):
 
     def _patch_embed(self, images):
         return self.vision.embeddings.patch_embedding(images)
+
+    @property
+    def patch_conv(self):
+        return self.vision.embeddings.patch_embedding
 
     def _class_embedding(self):
         return self.vision.embeddings.class_embedding
@@ -76,6 +85,10 @@ class HFCLIPViT(ViTAdapter):
 
     def _ln_post(self, x):
         return self.vision.post_layernorm(x)
+
+    @property
+    def final_norm(self):
+        return self.vision.post_layernorm
 
     def _project(self, x):
         return self.model.visual_projection(x)

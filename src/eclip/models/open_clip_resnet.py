@@ -55,6 +55,12 @@ class OpenClipResNet(OpenClipTextMixin, DenseCLIP):
         x = v.stem(images.to(self.dtype))
         return v.layer4(v.layer3(v.layer2(v.layer1(x))))
 
+    def dilated_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, H - s, W - s): the last stage without strides (dilated), see `eclip.models.dilated_resnet`."""
+        from eclip.models.dilated_resnet import dilated_features
+
+        return dilated_features(self.visual, images.to(self.dtype))
+
     def pool_tokens(self, feats: torch.Tensor) -> PoolTokens:
         """(B, C, h, w) -> the attention pool's tokens and q, k, v."""
         b, c, h, w = feats.shape

@@ -16,5 +16,10 @@ class OpenClipTextMixin:
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens)
 
+    @property
+    def text_blocks(self) -> list[torch.nn.Module]:
+        """The text transformer's blocks, first to last (methods may hook a block's input, never edit it)."""
+        return list(self.model.transformer.resblocks)
+
     def _native_encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images.to(self.dtype))

@@ -80,6 +80,10 @@ class OpenClipViT(OpenClipTextMixin, ViTAdapter):
     def _patch_embed(self, images):
         return self.visual.conv1(images)
 
+    @property
+    def patch_conv(self):
+        return self.visual.conv1
+
     def _class_embedding(self):
         return self.visual.class_embedding
 
@@ -91,6 +95,10 @@ class OpenClipViT(OpenClipTextMixin, ViTAdapter):
 
     def _ln_post(self, x):
         return self.visual.ln_post(x)
+
+    @property
+    def final_norm(self):
+        return self.visual.ln_post
 
     def _project(self, x):
         return x @ self.visual.proj if self.visual.proj is not None else x

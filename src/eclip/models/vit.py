@@ -118,6 +118,11 @@ class ViTAdapter(DenseCLIP):
     def _patch_embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, h, w) patch features."""
 
+    @property
+    def patch_conv(self) -> torch.nn.Conv2d:
+        """The patch-embedding convolution, for methods that run it with another stride (phrase localisation)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its patch convolution")
+
     @abstractmethod
     def _class_embedding(self) -> torch.Tensor:
         """(C,) class token."""
@@ -173,6 +178,15 @@ class ViTAdapter(DenseCLIP):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) tokens -> (B, T, D): final norm then projection, applied to every token."""
         return self._project(self._ln_post(x))
+
+    @property
+    def final_norm(self) -> torch.nn.LayerNorm:
+        """The LayerNorm before the projection, for methods that linearise it (text-based decomposition)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its final LayerNorm")
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., D): the visual projection alone (linear, no bias)."""
+        return self._project(x)
 
     def tokens_to_grid(self, tokens: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(B, h*w, ...) patch tokens (class token removed) -> (B, h, w, ...)."""
