@@ -30,7 +30,8 @@ BUNDLED = {
     "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives; RECIPE.md)",
     "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the ablation's best head; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
-    "synth-rn-eclip": "synth-rn fine-tuned with the ablation's best pooling head (max; see its RECIPE.md)",
+    "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
+                      "object captions; RECIPE.md)",
 }
 
 
