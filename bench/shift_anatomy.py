@@ -10,6 +10,8 @@ the min-max normalised map inside the class mask minus outside, on the dense gri
   mean of all class prompts (the direction that tells the classes apart; CLIP Surgery, Li et al.
   2023, arXiv 2304.05653, removes the shared part for the same reason);
 - `shared`: cosine with the shared part alone, the mean of all class prompts;
+- `captions`: cosine with the mean embedding of 500 training captions (scenes of the training
+  seed 1001), the direction the contrastive loss actually saw;
 and the ratio of the mean feature norm inside the object to outside. A grid cell counts as
 object when the mask covers at least 30% of it.
 
@@ -32,7 +34,7 @@ def contrast(values: torch.Tensor, inside: torch.Tensor) -> float:
 
 @torch.no_grad()
 def anatomy(name: str, seed: int, n: int, template: str = "single") -> dict[str, float]:
-    from eclip.data.synthetic import CLASSNAMES
+    from eclip.data.synthetic import CLASSNAMES, batch_of_scenes
     from eclip.models.loading import load_model
     from eclip.prompts import encode_prompts
     from eclip.shift import synthetic_samples
@@ -40,7 +42,8 @@ def anatomy(name: str, seed: int, n: int, template: str = "single") -> dict[str,
     model = load_model(name)
     text = encode_prompts(model, list(CLASSNAMES), template)
     shared = F.normalize(text.mean(dim=0), dim=-1)
-    sums: dict[str, float] = {"cos": 0.0, "dot": 0.0, "specific": 0.0, "shared": 0.0, "norm_ratio": 0.0}
+    captions = F.normalize(model.encode_text(batch_of_scenes(1001, 0, 500)[1]).float().mean(dim=0), dim=-1)
+    sums: dict[str, float] = {"cos": 0.0, "dot": 0.0, "specific": 0.0, "shared": 0.0, "captions": 0.0, "norm_ratio": 0.0}
     pairs = 0
     for sample in synthetic_samples(seed, n):
         x = model.preprocess([sample.image])
@@ -59,6 +62,7 @@ def anatomy(name: str, seed: int, n: int, template: str = "single") -> dict[str,
             sums["dot"] += contrast(dense @ t, inside)
             sums["specific"] += contrast(unit @ F.normalize(t - text.mean(dim=0), dim=-1), inside)
             sums["shared"] += contrast(unit @ shared, inside)
+            sums["captions"] += contrast(unit @ captions, inside)
             sums["norm_ratio"] += float(norms[inside].mean() / norms[~inside].mean())
             pairs += 1
     out = {k: (100 * v if k != "norm_ratio" else v) / max(1, pairs) for k, v in sums.items()}
@@ -74,11 +78,11 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rows = [anatomy(name, args.seed, args.n, args.template) for name in args.model]
-    print("| model | pairs | cos (ITSM) | dot | specific | shared | norm in / out |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | pairs | cos (ITSM) | dot | specific | shared | captions | norm in / out |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| `{r['model']}` | {r['pairs']} | {r['cos']:+.1f} | {r['dot']:+.1f} | {r['specific']:+.1f} | {r['shared']:+.1f} | "
-              f"{r['norm_ratio']:.2f} |")
+              f"{r['captions']:+.1f} | {r['norm_ratio']:.2f} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

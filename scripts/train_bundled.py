@@ -48,6 +48,7 @@ VIT_SETTINGS = [
     "masked_max/rollout/0.6+bgneg",
 ]
 PAPER_SETTING = "masked_max/cls_attention/0.6"
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "eclip" / "assets" / "models"
 
 
 def eclip(*args: str) -> list[str]:
@@ -202,7 +203,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--workers", type=int, default=14, help="Scene-drawing processes, shared by the two vanilla runs.")
+    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS), help="Architectures to train.")
+    parser.add_argument("--continue-bundled", action="store_true",
+                        help="Go on training the bundled vanilla model (its own head, a fresh schedule) instead of starting from scratch.")
+    parser.add_argument("--workers", type=int, default=14, help="Scene-drawing processes, shared by the vanilla runs.")
     parser.add_argument("--vanilla-seconds", type=float, default=240, help="Wall time the vanilla steps are sized to.")
     parser.add_argument("--vanilla-steps", type=int, default=None, help="Fixed vanilla steps (skips the probe).")
     parser.add_argument("--probe-steps", type=int, default=60)
@@ -226,7 +230,8 @@ def main() -> None:
     out, logs = args.out, args.out / "logs"
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    per_run = max(1, args.workers // 2)
+    archs = args.archs
+    per_run = max(1, args.workers // len(archs))
 
     def done(stage: str) -> None:
         timings[stage] = round(time.time() - began, 1)
@@ -240,29 +245,31 @@ def main() -> None:
         done("shards")
 
         def vanilla(arch: str, steps: int, folder: Path) -> list[str]:
-            return eclip("train", "--config", f"synth-{arch}", "--out", str(folder), "--steps", str(steps),
+            start = ["--model", str(BUNDLED / f"synth-{arch}"), "--pooling", "attention", "--train", "all"] \
+                if args.continue_bundled else ["--config", f"synth-{arch}"]
+            return eclip("train", *start, "--out", str(folder), "--steps", str(steps),
                          "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup", str(max(20, steps // 20)),
                          "--data-seed", "1000", "--workers", str(per_run), "--device", args.device, "--threads", "1",
                          "--checkpoint-every", str(max(50, steps // 4)))
 
-        steps = {arch: args.vanilla_steps for arch in ARCHS}
+        steps = {arch: args.vanilla_steps for arch in archs}
         if args.vanilla_steps is None:
-            run_all({f"probe-{a}": vanilla(a, args.probe_steps, out / f"probe-{a}") for a in ARCHS}, logs)
-            for arch in ARCHS:
+            run_all({f"probe-{a}": vanilla(a, args.probe_steps, out / f"probe-{a}") for a in archs}, logs)
+            for arch in archs:
                 seconds = json.loads((logs / f"probe-{arch}.log").read_text().strip().splitlines()[-1])["seconds"]
                 steps[arch] = int(args.vanilla_seconds * args.probe_steps / seconds)
                 timings[f"probe_{arch}_s_per_step"] = round(seconds / args.probe_steps, 4)
             done("probe")
-        timings.update({f"vanilla_{a}_steps": steps[a] for a in ARCHS})
-        walls = run_all({f"vanilla-{a}": vanilla(a, steps[a], out / "runs" / f"synth-{a}") for a in ARCHS}, logs)
-        timings.update({f"vanilla_{a}_wall_s": round(walls[f"vanilla-{a}"], 1) for a in ARCHS})
-        for arch in ARCHS:
+        timings.update({f"vanilla_{a}_steps": steps[a] for a in archs})
+        walls = run_all({f"vanilla-{a}": vanilla(a, steps[a], out / "runs" / f"synth-{a}") for a in archs}, logs)
+        timings.update({f"vanilla_{a}_wall_s": round(walls[f"vanilla-{a}"], 1) for a in archs})
+        for arch in archs:
             export_half(out / "runs" / f"synth-{arch}", out / "models" / f"synth-{arch}")
         done("vanilla")
 
         ablation = Path(__file__).resolve().parents[1] / "bench" / "eclip_ablation.py"
         commands = {}
-        for arch in ARCHS:
+        for arch in archs:
             settings = [s for s in (args.settings or VIT_SETTINGS) if arch == "vit" or "rollout" not in s]
             commands[f"ablation-{arch}"] = [
                 sys.executable, str(ablation), "--model", str(out / "models" / f"synth-{arch}"), "--out", str(out / f"ablation-{arch}"),
