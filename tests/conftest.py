@@ -10,6 +10,12 @@ from eclip.models.loading import simple_tokenizer, wrap
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VIT_CFG = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16}
 RN_CFG = {"image_size": 96, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32}
+TINY_VIT_CONFIG = {
+    "arch": "vit",
+    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
+    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+}
+"""The model-folder config of the tiny ViT (`save_model_folder`, `train`)."""
 
 
 def make_open_clip(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -64,3 +70,21 @@ def random_images(adapter, batch: int = 2, size: tuple[int, int] | None = None, 
     g = torch.Generator().manual_seed(seed)
     h, w = size or adapter.image_size
     return torch.randn(batch, 3, h, w, generator=g)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """The tiny ViT saved as an eclip model folder (what `--model PATH` loads)."""
+    from eclip.models.folder import save_model_folder
+
+    return save_model_folder(tmp_path / "tiny", make_open_clip("vit"), TINY_VIT_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two contending ones on a shared machine.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")` or an autouse wrapper."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

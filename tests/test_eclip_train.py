@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 import torch
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip
+from conftest import TINY_VIT_CONFIG, make_adapter, make_open_clip
 from PIL import Image
 from test_train import ColourSquares
 from typer.testing import CliRunner
@@ -19,11 +19,7 @@ from eclip.train.finetune import make_embedder, trainable_filter
 from eclip.train.loop import TrainSettings, average_gradients, gather_with_grad, to_model_input, train
 from eclip.train.losses import clip_loss
 
-CONFIG = {
-    "arch": "vit",
-    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-}
+CONFIG = TINY_VIT_CONFIG
 HEAD = PoolingConfig(head="masked_max", mask_source="cls_attention", mask_mass=0.6)
 SETTINGS = dict(steps=5, batch_size=8, lr=2e-3, warmup=1, checkpoint_every=5, seed=0)
 

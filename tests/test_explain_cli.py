@@ -5,23 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TEXT_CFG, VIT_CFG, make_open_clip
+from conftest import TINY_VIT_CONFIG
 from PIL import Image
 from typer.testing import CliRunner
 
 import eclip.cli as cli
-from eclip.models.folder import save_model_folder
 
-CONFIG = {
-    "arch": "vit",
-    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-}
+CONFIG = TINY_VIT_CONFIG
 
-
-@pytest.fixture
-def model_dir(tmp_path):
-    return save_model_folder(tmp_path / "tiny", make_open_clip("vit"), CONFIG)
 
 
 @pytest.fixture

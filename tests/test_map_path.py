@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip
+from conftest import TINY_VIT_CONFIG, make_adapter
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,19 +14,10 @@ from eclip.data.registry import open_dataset
 from eclip.data.synthetic import CLASSNAMES, SceneConfig, write_dataset
 from eclip.evaluation.suite import MetricSuite
 from eclip.methods.base import get_method, maps_to_size
-from eclip.models.folder import save_model_folder
 from eclip.models.loading import load_model
 
-CONFIG = {
-    "arch": "vit",
-    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-}
+CONFIG = TINY_VIT_CONFIG
 
-
-@pytest.fixture
-def model_dir(tmp_path):
-    return save_model_folder(tmp_path / "tiny", make_open_clip("vit"), CONFIG)
 
 
 @pytest.fixture

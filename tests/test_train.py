@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEXT_CFG, VIT_CFG
+from conftest import TINY_VIT_CONFIG
 
 from eclip.errors import CheckpointError, OptionError
 from eclip.models.loading import load_model, simple_tokenizer
 from eclip.train.loop import TrainSettings, train
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.2, 1.0), "yellow": (1.0, 0.9, 0.1)}
-CONFIG = {
-    "arch": "vit",
-    "open_clip": {"embed_dim": 24, "vision_cfg": dict(VIT_CFG), "text_cfg": dict(TEXT_CFG)},
-    "preprocess": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-}
+CONFIG = TINY_VIT_CONFIG
 
 
 class ColourSquares:

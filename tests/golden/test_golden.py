@@ -77,12 +77,7 @@ def max_difference(case: str, raw: torch.Tensor | None = None) -> float:
     return float((ours - theirs).abs().max())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_case_has_a_fixture_and_every_reference_method_a_case():
