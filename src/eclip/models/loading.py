@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 BUNDLED = {
     "synth-vit": "ViT (patch 8, 96 px, class-token pooling) trained by eclip on synthetic scenes",
-    "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives; RECIPE.md)",
-    "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the ablation's best head; RECIPE.md)",
+    "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives, "
+                       "object captions; RECIPE.md)",
+    "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the best head that is not masked max; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
                       "object captions; RECIPE.md)",
