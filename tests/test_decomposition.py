@@ -33,7 +33,9 @@ def test_contributions_add_up_to_the_models_own_embedding(head):
 
 def test_max_pooling_is_refused():
     adapter = make_adapter("vit")
+    assert get_method("decomposition").unsupported(adapter) is None
     adapter.pooling = PoolingConfig(head="max")
+    assert "linear pooling" in get_method("decomposition").unsupported(adapter)
     with pytest.raises(MethodError, match="linear pooling"):
         get_method("decomposition").explain(adapter, random_images(adapter), TEXTS)
 

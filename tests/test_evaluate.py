@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import RN_CFG, TEXT_CFG, VIT_CFG, make_open_clip
+from conftest import RN_CFG, TEXT_CFG, TINY_VIT_CONFIG, VIT_CFG, make_open_clip
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -113,6 +113,18 @@ def test_a_method_undefined_for_the_architecture_gives_an_empty_record(synth, mo
         "-o", str(out))
     (record,) = json.loads(out.read_text())
     assert record["n_pairs"] == 0 and record["fg_iou"] is None and "not defined for resnet" in record["error"]
+
+
+def test_a_method_undefined_for_the_pooling_head_is_skipped_and_the_others_run(synth, tmp_path):
+    """Decomposition needs a pooled embedding that is a sum over tokens; a max-pooled model gets an
+    empty record with the reason, and the run goes on with the other method."""
+    folder = save_model_folder(tmp_path / "tiny-max", make_open_clip("vit"), {**TINY_VIT_CONFIG, "pooling": {"head": "max"}})
+    out = tmp_path / "res.json"
+    run("--root", str(synth), "--model", str(folder), "--method", "decomposition", "--method", "itsm", "--limit", "2",
+        "--no-perturbation", "-o", str(out))
+    records = {r["method"]: r for r in json.loads(out.read_text())}
+    assert records["decomposition"]["n_pairs"] == 0 and "linear pooling" in records["decomposition"]["error"]
+    assert records["itsm"]["n_pairs"] > 0 and records["itsm"]["fg_iou"] is not None
 
 
 def test_localisation_scores_do_not_depend_on_the_perturbation_switch(synth, models):

@@ -47,7 +47,7 @@ def example_maps(record: dict, dataset, n: int, device: str = "cpu") -> Iterator
 
         model = load_model(model_name, device=device)
         method = get_method(method_name)
-        if model.arch not in method.archs:
+        if method.unsupported(model):
             return
         text = class_text_features(model, classnames, record.get("templates") or "single")
     given = 0

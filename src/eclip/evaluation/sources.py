@@ -141,13 +141,10 @@ class ModelSource(Source):
     def unavailable(self) -> dict[str, str]:
         from eclip.methods.base import get_method
 
-        arch = self.model.arch if self.model is not None else None
-        out = {}
-        for m in self.methods:
-            method = get_method(m)
-            if arch is not None and arch not in method.archs:
-                out[m] = f"method '{m}' is not defined for {arch} models"
-        return out
+        if self.model is None:
+            return {}
+        reasons = {m: get_method(m).unsupported(self.model) for m in self.methods}
+        return {m: reason for m, reason in reasons.items() if reason}
 
     @torch.no_grad()
     def update(self, batch: Sequence[Prepared], suites: dict[str, MetricSuite]) -> None:

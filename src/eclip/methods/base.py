@@ -79,6 +79,15 @@ class Method(ABC):
     archs: ClassVar[frozenset[str]] = frozenset({"vit", "resnet"})
     needs_grad: ClassVar[bool] = False
 
+    @classmethod
+    def unsupported(cls, model: DenseCLIP) -> str | None:
+        """Why this method cannot explain `model` (its architecture, or for some methods its pooling
+        head), or None. Asked before any work, so that `eclip evaluate` can skip the pair of model
+        and method and go on, and `explain` and the web demo can refuse with the reason."""
+        if model.arch not in cls.archs:
+            return f"method '{cls.name}' is not defined for {model.arch} models"
+        return None
+
     def explain(
         self,
         model: DenseCLIP,
@@ -112,11 +121,9 @@ class Method(ABC):
         For callers that want the maps at another size than the input's (the image's own, an
         overlay's): `maps_to_size(raw, size)` gives them, without a copy at the input size.
         """
-        if model.arch not in self.archs:
-            raise MethodError(
-                f"method '{self.name}' is not defined for {model.arch} models; "
-                f"use one of the methods `eclip methods` lists for {model.arch}"
-            )
+        reason = self.unsupported(model)
+        if reason:
+            raise MethodError(f"{reason}; use one of the methods `eclip methods` lists for {model.arch}")
         if isinstance(texts, torch.Tensor):
             text_features = texts
             labels = list(text_labels) if text_labels is not None else [f"text{i}" for i in range(len(texts))]

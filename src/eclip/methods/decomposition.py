@@ -79,17 +79,33 @@ class Decomposition:
         return scores.transpose(1, 2).reshape(scores.shape[0], -1, *self.grid)
 
 
+def linear_pooling(model: ViTAdapter) -> str | None:
+    """'tok' (class token) or 'avg' (mean of the patches): the pooled embedding as a sum over tokens;
+    None for a head that is not a sum (max, masked max), which has no direct contributions."""
+    pooling = getattr(model, "pooling", None)
+    if model.pool_type == "tok" and has_native_pooling(model):
+        return "tok"
+    if (model.pool_type == "avg" and has_native_pooling(model)) or (pooling is not None and pooling.head == "avg"):
+        return "avg"
+    return None
+
+
+def nonlinear_pooling_reason(model: ViTAdapter) -> str:
+    head = getattr(getattr(model, "pooling", None), "head", model.pool_type)
+    return (f"method 'decomposition' needs a linear pooling (class token or average); {model.name} pools with "
+            f"'{head}', which is not a sum of contributions")
+
+
 def query_weights(model: ViTAdapter, tokens: int) -> torch.Tensor:
     """(T,) how the pooled embedding weighs the final tokens: the class token, or the mean of the patches."""
     weights = torch.zeros(tokens)
-    pooling = getattr(model, "pooling", None)
-    if model.pool_type == "tok" and has_native_pooling(model):
+    kind = linear_pooling(model)
+    if kind is None:
+        raise MethodError(nonlinear_pooling_reason(model))
+    if kind == "tok":
         weights[0] = 1.0
-    elif (model.pool_type == "avg" and has_native_pooling(model)) or (pooling is not None and pooling.head == "avg"):
-        weights[1:] = 1.0 / (tokens - 1)
     else:
-        raise MethodError(f"method 'decomposition' needs a linear pooling (class token or average); {model.name} pools with "
-                          f"'{pooling.head}', which is not a sum of contributions")
+        weights[1:] = 1.0 / (tokens - 1)
     return weights
 
 
@@ -167,6 +183,13 @@ class DecompositionMap(Method):
     name = "decomposition"
     paper = "Text-based decomposition: Gandelsman, Efros, Steinhardt 2024 (ICLR), arXiv 2310.05916"
     archs = frozenset({"vit"})
+
+    @classmethod
+    def unsupported(cls, model) -> str | None:
+        reason = super().unsupported(model)
+        if reason is None and linear_pooling(model) is None:
+            return nonlinear_pooling_reason(model)
+        return reason
 
     def __init__(self, layers: int | None = None, center: bool = True) -> None:
         """`layers`: sum the heads of the last `layers` layers (None: all, as the authors' code);

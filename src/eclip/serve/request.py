@@ -117,10 +117,10 @@ def check_methods(model: DenseCLIP, label: str, names: Sequence[str]) -> None:
     for name in names:
         if name not in known:
             raise MethodError(f"unknown method '{name}'; pick one of {', '.join(known)}")
-        if model.arch not in known[name].archs:
-            fits = [m for m, cls in known.items() if model.arch in cls.archs]
-            raise MethodError(f"method '{name}' is not defined for {model.arch} models such as {label}; "
-                              f"untick it or pick one of {', '.join(fits)}")
+        reason = known[name].unsupported(model)
+        if reason:
+            fits = [m for m, cls in known.items() if cls.unsupported(model) is None]
+            raise MethodError(f"{reason} ({label}); untick it or pick one of {', '.join(fits)}")
 
 
 def explain_request(
