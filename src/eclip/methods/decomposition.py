@@ -91,6 +91,7 @@ def linear_pooling(model: ViTAdapter) -> str | None:
 
 
 def nonlinear_pooling_reason(model: ViTAdapter) -> str:
+    """The one message for a model whose pooled embedding is not a sum over tokens."""
     head = getattr(getattr(model, "pooling", None), "head", model.pool_type)
     return (f"method 'decomposition' needs a linear pooling (class token or average); {model.name} pools with "
             f"'{head}', which is not a sum of contributions")
