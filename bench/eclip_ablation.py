@@ -15,7 +15,8 @@ A setting is written `head[/source/share][+option...]`:
 options: +normalized (max over L2-normalised features), +current (masks from the model being
 trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
 +bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
-the fine-tune reads those pairs), +lrX (learning rate X), +stepsN (N steps).
+the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words), +lrX (learning
+rate X), +stepsN (N steps).
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
         --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
@@ -75,8 +76,8 @@ def parse_setting(spec: str) -> tuple[list[str], dict]:
             args += ["--background-negatives", "max"]
         elif option == "bgavg":
             args += ["--background-negatives", "avg"]
-        elif option == "objects":
-            args += ["--captions", "objects"]
+        elif option in ("objects", "shapes"):
+            args += ["--captions", option]
         elif option.startswith("lr"):
             args += ["--lr", str(float(option[2:]))]
         elif option.startswith("steps"):
@@ -104,7 +105,7 @@ def fine_tune_command(model: str, spec: str, out: Path, common: list[str], data:
     if (out / "wall_s.txt").exists():
         return None
     args, _ = parse_setting(spec)
-    captions = "objects" if "--captions" in args else "all"
+    captions = args[args.index("--captions") + 1] if "--captions" in args else "all"
     source = ["--data", data[captions]] if data.get(captions) else []
     if source and "--captions" in args:  # the pairs already carry the objects captions
         i = args.index("--captions")

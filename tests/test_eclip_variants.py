@@ -15,7 +15,15 @@ from PIL import Image
 
 from eclip.data.pairs import SyntheticPairs, WebDatasetPairs
 from eclip.data.shards import write_shards
-from eclip.data.synthetic import CAPTION_SETS, OBJECT_CAPTION_TEMPLATES, SceneConfig, batch_of_scenes
+from eclip.data.synthetic import (
+    CAPTION_SETS,
+    OBJECT_CAPTION_TEMPLATES,
+    PROMPT_TEMPLATE,
+    SceneConfig,
+    batch_of_scenes,
+    render_scene,
+    scene_seed,
+)
 from eclip.errors import ModelLoadError
 from eclip.models.pooling import PoolingConfig
 from eclip.train.finetune import PooledWithNegatives, make_embedder
@@ -77,6 +85,15 @@ def test_object_captions_never_name_the_background():
     assert np.array_equal(images_all, images_obj)  # the same scenes, only the captions differ
     assert not any("background" in c for c in captions_obj)
     assert any("background" in c for c in captions_all)
+
+
+def test_shape_captions_speak_the_zero_shot_prompt():
+    """A one-object scene captioned by the shape template is exactly its class prompt."""
+    config = SceneConfig(min_objects=1, max_objects=1, caption_templates=("a photo of {shape_list}.",))
+    scenes = [render_scene(scene_seed(3, i), config) for i in range(6)]
+    assert all(s.caption == PROMPT_TEMPLATE.format(s.objects[0].shape) for s in scenes)
+    two = render_scene(scene_seed(3, 0), SceneConfig(min_objects=2, max_objects=2, caption_templates=("a photo of {shape_list}.",)))
+    assert two.caption.startswith("a photo of a") and " and a" in two.caption and two.caption.endswith(".")
 
 
 def test_worker_processes_draw_the_same_batches():

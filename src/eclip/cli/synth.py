@@ -19,7 +19,8 @@ def synth_command(
     min_objects: int = typer.Option(1, "--min-objects", min=1, help="Objects per scene, at least."),
     max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
     clutter: int = typer.Option(4, "--clutter", min=0, help="Distractor marks (lines, dots) per scene, at most; 0 for none."),
-    captions: str = typer.Option("all", "--captions", help="Caption templates: all, or objects (only those that name no background)."),
+    captions: str = typer.Option("all", "--captions", help="Caption templates: all, objects (none names the background), "
+                                  "or shapes (objects plus 'a photo of a star.')."),
     webdataset: bool = typer.Option(False, "--webdataset",
                                     help="Write image-text pairs as WebDataset shards (OUT/shard-000000.tar, ...) for "
                                          "`eclip train --data OUT`, instead of a dataset folder with masks."),

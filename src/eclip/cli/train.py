@@ -35,7 +35,8 @@ def train_command(
                                                   "batch, pooled outside each mask by the head's max or by the mean: none, max, avg "
                                                   "(ours; see README, ECLIP variants)."),
     captions: str = typer.Option("all", "--captions",
-                                 help="Synthetic captions: all templates, or objects (only those that name no background)."),
+                                 help="Synthetic captions: all templates, objects (none names the background), "
+                                      "or shapes (objects plus 'a photo of a star.')."),
     train_part: str = typer.Option("all", "--train", help="What is updated: all, visual, or last:N (last N image blocks + projection)."),
     data: str = typer.Option("synthetic", "--data",
                              help="Pairs: synthetic, a CSV of image_path,caption, a folder of images + same-stem .txt, "

@@ -89,8 +89,14 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 #: embedding read from the foreground alone can match them (ECLIP ablation, `--captions objects`).
 OBJECT_CAPTION_TEMPLATES: tuple[str, ...] = tuple(t for t in CAPTION_TEMPLATES if "{background}" not in t)
 
+#: The object templates plus one that names the shapes alone, in the words of the zero-shot prompt
+#: ("a photo of a star." for a scene of one star): a test of whether the ITSM's inversion lives in
+#: the part of text space that the training captions never reach (README, "Where the shift lives").
+SHAPE_CAPTION_TEMPLATES: tuple[str, ...] = OBJECT_CAPTION_TEMPLATES + ("a photo of {shape_list}.",)
+
 #: The caption sets `--captions` chooses from.
-CAPTION_SETS: dict[str, tuple[str, ...]] = {"all": CAPTION_TEMPLATES, "objects": OBJECT_CAPTION_TEMPLATES}
+CAPTION_SETS: dict[str, tuple[str, ...]] = {"all": CAPTION_TEMPLATES, "objects": OBJECT_CAPTION_TEMPLATES,
+                                            "shapes": SHAPE_CAPTION_TEMPLATES}
 
 #: Seeds of the streams the bundled models were trained on; every other seed is held out.
 TRAIN_SEEDS = (1000, 1001)
@@ -422,7 +428,8 @@ def _caption(template: str, objects: list[SceneObject], background: str) -> str:
     n = len(phrases)
     return template.format(objects=_and_join(phrases), next_to=next_to, background=background,
                            count=_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n),
-                           shapes="shape" if n == 1 else "shapes")
+                           shapes="shape" if n == 1 else "shapes",
+                           shape_list=_and_join([f"{_article(o.shape)} {o.shape}" for o in ordered]))
 
 
 def zero_shot_prompts(templates: str | Sequence[str] = PROMPT_TEMPLATE,
