@@ -32,7 +32,7 @@ BUNDLED = {
     "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the best head that is not masked max; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
-                      "object captions; RECIPE.md)",
+                      "shape captions; RECIPE.md)",
 }
 
 
