@@ -575,6 +575,18 @@ def test_gem_over_two_blocks_by_hand(adapters):
 
 
 # ------------------------------------------------------------------ Grad-ECLIP
+def grad_eclip_by_hand(adapter, emb, o, q, k, v, grid) -> torch.Tensor:
+    """Grad-ECLIP's rule written out: H_i = relu(sum_c dcos(emb, text)/do_c(query) v_ic lambda_i),
+    lambda the min-max normalised cosine of the query (token 0) with each key; (B, K, *grid)."""
+    lam = F.cosine_similarity(q[:, :1], k[:, 1:], dim=-1)
+    lam = (lam - lam.min(1, keepdim=True).values) / (lam.max(1, keepdim=True).values - lam.min(1, keepdim=True).values)
+    expected = []
+    for t in adapter.encode_text(TEXTS):
+        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), o, retain_graph=True)
+        expected.append(torch.relu((g[:, :1] * v[:, 1:]).sum(-1) * lam).reshape(len(emb), *grid))
+    return torch.stack(expected, 1).detach()
+
+
 def test_grad_eclip_vit_by_hand(adapters):
     adapter = adapters["vit"]
     visual = adapter.model.visual
@@ -585,14 +597,7 @@ def test_grad_eclip_vit_by_hand(adapters):
     o = merge(torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v).detach().requires_grad_(True)
     y = x + last.attn.out_proj(o)
     emb = visual.ln_post(y + last.mlp(last.ln_2(y)))[:, 0] @ visual.proj
-    qm, km, vm = merge(q), merge(k), merge(v)
-    lam = F.cosine_similarity(qm[:, :1], km[:, 1:], dim=-1)
-    lam = (lam - lam.min(1, keepdim=True).values) / (lam.max(1, keepdim=True).values - lam.min(1, keepdim=True).values)
-    expected = []
-    for t in adapter.encode_text(TEXTS):
-        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), o, retain_graph=True)
-        expected.append(torch.relu((g[:, :1] * vm[:, 1:]).sum(-1) * lam).reshape(2, 4, 4))
-    expected = torch.stack(expected, 1).detach()
+    expected = grad_eclip_by_hand(adapter, emb, o, merge(q), merge(k), merge(v), (4, 4))
     assert torch.allclose(raw(adapter, "grad_eclip", images=images, heads=None), expected, atol=1e-5)
     # the default recomputes the attention as one head (the authors' code): other gradients, another map
     assert not torch.allclose(raw(adapter, "grad_eclip", images=images), expected, atol=1e-4)
@@ -608,14 +613,7 @@ def test_grad_eclip_resnet_by_hand(adapters):
     q, k, v = pool.q_proj(x), pool.k_proj(x), pool.v_proj(x)
     o = merge(F.scaled_dot_product_attention(*(split_heads(z, pool.num_heads) for z in (q, k, v))))
     o = o.detach().requires_grad_(True)
-    emb = pool.c_proj(o[:, 0])
-    lam = F.cosine_similarity(q[:, :1], k[:, 1:], dim=-1)
-    lam = (lam - lam.min(1, keepdim=True).values) / (lam.max(1, keepdim=True).values - lam.min(1, keepdim=True).values)
-    expected = []
-    for t in adapter.encode_text(TEXTS):
-        (g,) = torch.autograd.grad(F.cosine_similarity(emb, t[None]).sum(), o, retain_graph=True)
-        expected.append(torch.relu((g[:, :1] * v[:, 1:]).sum(-1) * lam).reshape(2, 3, 3))
-    expected = torch.stack(expected, 1).detach()
+    expected = grad_eclip_by_hand(adapter, pool.c_proj(o[:, 0]), o, q, k, v, (3, 3))
     assert (expected > 0).float().mean() > 0.2
     assert torch.allclose(raw(adapter, "grad_eclip", images=images, heads=None), expected, atol=1e-5)
 

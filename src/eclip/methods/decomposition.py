@@ -35,6 +35,7 @@ import torch
 from eclip.errors import MethodError
 from eclip.methods.base import Method, register
 from eclip.methods.scoring import has_native_pooling
+from eclip.methods.vit_paths import uses_class_token
 from eclip.models.vit import ViTAdapter, attention_probs, merge_heads
 
 
@@ -83,7 +84,7 @@ def linear_pooling(model: ViTAdapter) -> str | None:
     """'tok' (class token) or 'avg' (mean of the patches): the pooled embedding as a sum over tokens;
     None for a head that is not a sum (max, masked max), which has no direct contributions."""
     pooling = getattr(model, "pooling", None)
-    if model.pool_type == "tok" and has_native_pooling(model):
+    if uses_class_token(model):
         return "tok"
     if (model.pool_type == "avg" and has_native_pooling(model)) or (pooling is not None and pooling.head == "avg"):
         return "avg"
