@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser helpers the tests use
-from browser import chromium, eclip_server, missing  # noqa: E402
+from helpers.browser import chromium, eclip_server, missing  # noqa: E402
 
 CLICK_TO_MAPS = """([expected, count]) => new Promise((resolve) => {
   const start = performance.now();

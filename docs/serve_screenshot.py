@@ -12,7 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the browser helpers the tests use
-from browser import chromium, eclip_server, missing  # noqa: E402
+from helpers.browser import chromium, eclip_server, missing  # noqa: E402
 
 
 def main(out: Path = ROOT / "docs" / "serve.png", sample: int = 3, height: int = 1240) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_adapter, make_open_clip, random_images
+from helpers import make_adapter, make_open_clip, random_images
 
 from eclip.errors import TextInputError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import RN_CFG, TEXT_CFG, VIT_CFG, make_open_clip
+from helpers import RN_CFG, TEXT_CFG, VIT_CFG, make_open_clip
 from PIL import Image
 
 from eclip.data.synthetic import SceneConfig, write_dataset

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 import pytest
-from browser import chromium, eclip_server, missing
-from test_evaluate import tiny_model
+from helpers import tiny_model
+from helpers.browser import chromium, eclip_server, missing
 from typer.testing import CliRunner
 
 import eclip.cli as cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, random_images
+from helpers import TEXT_CFG, VIT_CFG, make_adapter, random_images
 
 from eclip.errors import MethodError
 from eclip.methods.base import get_method
@@ -110,7 +110,7 @@ def test_text_span_finds_the_directions_a_head_writes_in():
 # ------------------------------------------------------------------ eclip decompose / eclip textspan
 @pytest.fixture
 def tiny_folder(tmp_path):
-    from test_evaluate import tiny_model
+    from helpers import tiny_model
 
     return tiny_model(tmp_path, "vit")
 

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 import torch
-from conftest import TINY_VIT_CONFIG, make_adapter, make_open_clip
+from helpers import TINY_VIT_CONFIG, make_adapter, make_open_clip
 from PIL import Image
 from test_train import ColourSquares
 from typer.testing import CliRunner

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_adapter, random_images
+from helpers import make_adapter, random_images
 from PIL import Image
 
 from eclip.data.pairs import SyntheticPairs, WebDatasetPairs
@@ -136,7 +136,7 @@ def test_ablation_settings_map_to_train_options():
 
 def test_fine_tune_deltas_rebuild_the_model(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
-    from conftest import make_open_clip
+    from helpers import make_open_clip
     from train_bundled import apply_delta, delta_state
 
     from eclip.models.folder import save_model_folder

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import RN_CFG, TEXT_CFG, TINY_VIT_CONFIG, VIT_CFG, make_open_clip
+from helpers import TINY_VIT_CONFIG, make_open_clip, run_evaluate, tiny_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,21 +25,6 @@ from eclip.models.folder import save_model_folder
 FAST = {"deletion_steps": 1, "batch_size": 3}
 
 
-def tiny_model(folder: Path, arch: str) -> Path:
-    vision = VIT_CFG if arch == "vit" else {**RN_CFG, "image_size": 64}
-    config = {"arch": arch, "open_clip": {"embed_dim": 24, "vision_cfg": dict(vision), "text_cfg": dict(TEXT_CFG)},
-              "preprocess": {"image_size": vision["image_size"], "mean": [0.5] * 3, "std": [0.25] * 3}}
-    model = make_open_clip("vit") if arch == "vit" else _tiny_resnet(vision)
-    return save_model_folder(folder / f"tiny-{arch}", model, config)
-
-
-def _tiny_resnet(vision: dict) -> torch.nn.Module:
-    from open_clip.model import CLIP
-
-    torch.manual_seed(0)
-    return CLIP(embed_dim=24, vision_cfg=dict(vision), text_cfg=dict(TEXT_CFG)).eval()
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth"), n=7, seed=5, config=SceneConfig(image_size=40, max_clutter=1))
@@ -51,16 +36,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {arch: tiny_model(folder, arch) for arch in ("vit", "resnet")}
 
 
-def run(*args: str) -> object:
-    result = CliRunner().invoke(cli.app, ["evaluate", *args, "--no-progress"])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_evaluate_writes_the_contracted_records(synth, models, tmp_path, arch):
     out = tmp_path / "res.json"
-    run("--dataset", "synthetic", "--root", str(synth), "--model", str(models[arch]), "--method", "itsm", "--method", "maskclip",
+    run_evaluate("--dataset", "synthetic", "--root", str(synth), "--model", str(models[arch]), "--method", "itsm", "--method", "maskclip",
         "--limit", "5", "--deletion-steps", "2", "-o", str(out))
     records = json.loads(out.read_text())
     assert [(r["dataset"], r["model"], r["method"]) for r in records] == [("synthetic", str(models[arch]), m) for m in ("itsm", "maskclip")]
@@ -77,7 +56,7 @@ def test_evaluate_writes_the_contracted_records(synth, models, tmp_path, arch):
 
 
 def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
-    """The record's numbers computed from the public pieces, one image at a time: the method's maps of
+    """The record's numbers computed from the public pieces, image by image: the method's maps of
     each class present (resized as every map is), the metrics on them, and the two ends of the
     deletion curves, whose values are known: the cosine of the image, then of its blurred copy."""
     from eclip.data.registry import open_dataset
@@ -91,13 +70,17 @@ def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
     text = class_text_features(model, dataset.classnames, "single")
     iou, contrast, pointing = ThresholdIoU(), ScoreContrast(), PointingGame()
     ends = []
-    for sample in dataset:
-        p = prepare(sample, list(dataset.classnames))
-        images = model.preprocess([p.image])
-        raw = get_method(method).explain(model, images, text).raw[0, p.class_index]
-        maps = maps_to_size(raw, p.size)
+    # one batch of all `limit` images, as `evaluate` runs them (its batch size is larger than the limit): the
+    # tiny ResNet's maps are nearly flat, so the float noise of another batch shape would move the min-max
+    # normalised maps by more than the tolerance; the same batch computes the same raw maps
+    prepared = [prepare(sample, list(dataset.classnames)) for sample in dataset]
+    batch_images = model.preprocess([p.image for p in prepared])
+    batch_raw = get_method(method).explain(model, batch_images, text).raw
+    for b, p in enumerate(prepared):
+        maps = maps_to_size(batch_raw[b, p.class_index], p.size)
         for metric in (iou, contrast, pointing):
             metric.update(maps, p.masks, p.ignore)
+        images = batch_images[b : b + 1]
         with torch.no_grad():
             cos = [F.normalize(model.encode_image(x).float(), dim=-1) @ text[p.class_index].T for x in (images, baseline_images(images))]
         ends += [(float(cos[0][0, j]), float(cos[1][0, j])) for j, ok in enumerate(p.defined) if ok]
@@ -109,7 +92,7 @@ def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
 
 def test_a_method_undefined_for_the_architecture_gives_an_empty_record(synth, models, tmp_path):
     out = tmp_path / "res.json"
-    run("--root", str(synth), "--model", str(models["resnet"]), "--method", "rollout", "--limit", "2", "--no-perturbation",
+    run_evaluate("--root", str(synth), "--model", str(models["resnet"]), "--method", "rollout", "--limit", "2", "--no-perturbation",
         "-o", str(out))
     (record,) = json.loads(out.read_text())
     assert record["n_pairs"] == 0 and record["fg_iou"] is None and "not defined for resnet" in record["error"]
@@ -120,7 +103,7 @@ def test_a_method_undefined_for_the_pooling_head_is_skipped_and_the_others_run(s
     empty record with the reason, and the run goes on with the other method."""
     folder = save_model_folder(tmp_path / "tiny-max", make_open_clip("vit"), {**TINY_VIT_CONFIG, "pooling": {"head": "max"}})
     out = tmp_path / "res.json"
-    run("--root", str(synth), "--model", str(folder), "--method", "decomposition", "--method", "itsm", "--limit", "2",
+    run_evaluate("--root", str(synth), "--model", str(folder), "--method", "decomposition", "--method", "itsm", "--limit", "2",
         "--no-perturbation", "-o", str(out))
     records = {r["method"]: r for r in json.loads(out.read_text())}
     assert records["decomposition"]["n_pairs"] == 0 and "linear pooling" in records["decomposition"]["error"]
@@ -166,7 +149,7 @@ def test_maps_folder_scores_equal_the_metrics_on_those_maps(synth, tmp_path):
             for metric in (iou, contrast, pointing):
                 metric.update(m, sample.masks[cls])
     out = tmp_path / "res.json"
-    run("--root", str(synth), "--maps", str(maps_dir), "-o", str(out))
+    run_evaluate("--root", str(synth), "--maps", str(maps_dir), "-o", str(out))
     (record,) = json.loads(out.read_text())
     assert record["model"] == f"maps:{maps_dir}" and record["method"] == "maps" and record["missing"] == missing
     assert record["deletion_auc"] is None and record["insertion_auc"] is None
@@ -249,7 +232,7 @@ def test_broken_images_missing_masks_and_unknown_class_ids_are_counted_skips(mod
     (root / "masks" / "000003.png").unlink()
     Image.fromarray(np.full((40, 40), 200, dtype=np.uint8)).save(root / "masks" / "000004.png")  # class id 200: no such class
     out = tmp_path / "res.json"
-    result = run("--root", str(root), "--model", str(models["vit"]), "--no-perturbation", "-o", str(out))
+    result = run_evaluate("--root", str(root), "--model", str(models["vit"]), "--no-perturbation", "-o", str(out))
     (record,) = json.loads(out.read_text())
     assert record["skipped"] == 3 and record["n_images"] == 2 and record["n_pairs"] > 0
     assert [e.split(":")[0] for e in record["skipped_examples"]] == ["000002", "000003", "000004"]
@@ -258,7 +241,7 @@ def test_broken_images_missing_masks_and_unknown_class_ids_are_counted_skips(mod
 
 def test_report_writes_figure_and_page_with_overlays(synth, models, tmp_path):
     out = tmp_path / "res.json"
-    run("--root", str(synth), "--model", str(models["vit"]), "--limit", "3", "--deletion-steps", "2", "-o", str(out))
+    run_evaluate("--root", str(synth), "--model", str(models["vit"]), "--limit", "3", "--deletion-steps", "2", "-o", str(out))
     assert read_results([out])[0]["method"] == "itsm"
     report = tmp_path / "report"
     result = CliRunner().invoke(cli.app, ["report", str(out), "-o", str(report), "--dataset", "synthetic", "--root", str(synth),

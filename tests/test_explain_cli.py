@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_VIT_CONFIG
+from helpers import TINY_VIT_CONFIG
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, random_images
+from helpers import TEXT_CFG, VIT_CFG, make_adapter, random_images
 
 from eclip.errors import MethodError
 from eclip.methods.base import get_method
@@ -111,8 +111,8 @@ def test_method_maps_follow_the_cached_texts_and_refuse_ensembles(reference):
 
 
 def test_explain_cli_writes_one_panel_per_content_word_and_the_matrix(tmp_path):
+    from helpers import tiny_model
     from PIL import Image
-    from test_evaluate import tiny_model
     from typer.testing import CliRunner
 
     import eclip.cli as cli

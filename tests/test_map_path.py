@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VIT_CONFIG, make_adapter
+from helpers import TINY_VIT_CONFIG, make_adapter
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -2,14 +2,14 @@
 
 The by-hand versions below use open_clip's own modules (blocks, attention pool, final norm,
 projection) directly, not the adapter's helpers, so they catch a wrong formula as well as wrong
-plumbing. All models are the tiny seeded CLIPs of conftest.
+plumbing. All models are the tiny seeded CLIPs of tests/helpers.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
+from helpers import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
 
 import eclip.methods.catalogue  # noqa: F401  (first: registration order is the listing order)
 from eclip.errors import MethodError

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_adapter, random_images
+from helpers import make_adapter, random_images
 
 from eclip.methods.base import get_method
 from eclip.methods.phrase import region_tokens, softmax_temperature_mean

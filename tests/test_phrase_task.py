@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from test_evaluate import run, tiny_model
+from helpers import run_evaluate, tiny_model
 
 from eclip.data.phrases import SyntheticPhrases, open_phrases, phrase
 from eclip.data.synthetic import SceneConfig, SyntheticDataset, write_dataset
@@ -56,7 +56,7 @@ def test_only_synthetic_has_phrases(scenes):
 def test_evaluate_phrases_reports_every_method(scenes, tmp_path):
     model = tiny_model(tmp_path, "vit")
     out = tmp_path / "phrases.json"
-    run("--dataset", "synthetic", "--root", str(scenes), "--task", "phrases", "--model", str(model), "--method", "itsm",
+    run_evaluate("--dataset", "synthetic", "--root", str(scenes), "--task", "phrases", "--model", str(model), "--method", "itsm",
         "--method", "decomposition", "--method", "cliptrase", "--no-perturbation", "-o", str(out))
     records = json.loads(out.read_text())
     assert [r["method"] for r in records] == ["itsm", "decomposition", "cliptrase"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
+from helpers import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
 
 from eclip.errors import MethodError, ModelLoadError
 from eclip.methods.base import get_method

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_adapter, make_open_clip, random_images
+from helpers import make_adapter, make_open_clip, random_images
 
 import eclip.methods.catalogue  # noqa: F401
 from eclip.errors import MethodError

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 from PIL import Image
-from test_evaluate import tiny_model
 from typer.testing import CliRunner
 
 import eclip.cli as cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import TEXT_CFG, VIT_CFG, make_open_clip
+from helpers import TEXT_CFG, VIT_CFG, make_open_clip
 from typer.testing import CliRunner
 
 from eclip.shift import ShiftAccumulator

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT_CONFIG
+from helpers import TINY_VIT_CONFIG
 
 from eclip.errors import CheckpointError, OptionError
 from eclip.models.loading import load_model, simple_tokenizer
