@@ -210,10 +210,11 @@ def train(
     record = {**model_config, "training": {**asdict(settings)}}
 
     def checkpoint(step: int) -> None:
+        data = feed.state()  # where a stream of shards resumes (collective)
         if rank == 0:
             save_model_folder(out, model, record)
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run})
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run, "data": data})
         barrier()
 
     model.train()
@@ -221,7 +222,8 @@ def train(
         freeze_batchnorm(model)
     trained = [p for p in model.parameters() if p.requires_grad]
     began = time.time()
-    feed = TrainingFeed(source, tokenizer, settings.batch_size, range(start, end), device, workers=workers)
+    feed = TrainingFeed(source, tokenizer, settings.batch_size, range(start, end), device, workers=workers,
+                        state=state.get("data") if state else None)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
         images, tokens = next(feed)
