@@ -74,7 +74,7 @@ def test_local_losses_of_the_ranks_add_up_to_the_global_loss_and_its_gradient():
     scale = torch.tensor(7.0)
     whole = clip_loss(img, txt, scale, negatives, valid)
     whole_grads = torch.autograd.grad(whole, (img, txt, negatives))
-    parts = [local_clip_loss(img, txt, scale, slice(a, a + 2), negatives, valid) for a in (0, 2, 4)]  # three ranks of two
+    parts = [local_clip_loss(img, txt, scale, negatives, valid, rows=slice(a, a + 2)) for a in (0, 2, 4)]  # three ranks of two
     local = sum(parts) / 3
     local_grads = torch.autograd.grad(local, (img, txt, negatives))
     assert torch.allclose(local, whole, atol=1e-6)
@@ -101,7 +101,7 @@ def _ddp_grads(rank: int, world: int, folder: str) -> None:
             txt = gather_with_grad(F.normalize(model.encode_text(adapter.tokenizer(captions[local])), dim=-1))
             neg = gather_with_grad(F.normalize(model.encode_image(images[local].flip(-1)), dim=-1))
             scale = model.logit_scale.exp()
-            loss = clip_loss(img, txt, scale, neg) if name == "global" else local_clip_loss(img, txt, scale, local, neg)
+            loss = clip_loss(img, txt, scale, neg) if name == "global" else local_clip_loss(img, txt, scale, neg, rows=local)
             loss.backward()
             params = [p for p in model.parameters() if p.requires_grad]
             average_gradients(params)
@@ -119,3 +119,32 @@ def test_the_local_loss_gives_the_global_gradient_on_two_gloo_processes(tmp_path
     assert grads["global"].keys() == grads["local"].keys() and len(grads["global"]) > 10
     for name, grad in grads["global"].items():
         assert torch.allclose(grads["local"][name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_train_options_change_speed_and_memory_not_the_numbers(tmp_path):
+    from helpers import TINY_VIT_CONFIG
+
+    from eclip.data.pairs import SyntheticPairs
+    from eclip.models.folder import build_open_clip
+    from eclip.models.loading import simple_tokenizer
+    from eclip.train.checkpoint import load_state
+    from eclip.train.loop import TrainSettings, train
+
+    tok, _ = simple_tokenizer(16)
+
+    def run(name, stop_after=None, resume=False, **options):
+        torch.manual_seed(0)
+        settings = TrainSettings(steps=4, batch_size=6, lr=2e-3, warmup=1, checkpoint_every=2, **options)
+        return train(build_open_clip(TINY_VIT_CONFIG), TINY_VIT_CONFIG, SyntheticPairs(seed=5, image_size=32, max_objects=2), tok,
+                     tmp_path / name, settings, progress=False, stop_after=stop_after, resume=resume).losses
+
+    exact = run("fp32")
+    assert run("ckpt", grad_checkpointing=True) == pytest.approx(exact, abs=1e-5)
+    assert run("local", local_loss=True) == pytest.approx(exact, abs=1e-5)  # one process: its rows are all rows
+    bf16 = run("bf16", precision="bf16")
+    assert bf16[0] == pytest.approx(exact[0], abs=0.05) and bf16 != exact
+    run("fp16", stop_after=2, precision="fp16")
+    assert load_state(tmp_path / "fp16")["scaler"]["scale"] > 0  # the loss scale is part of the state
+    assert len(run("fp16", resume=True, precision="fp16")) == 4
+    with pytest.raises(OptionError, match="'half'"):
+        TrainSettings(precision="half")

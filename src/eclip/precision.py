@@ -24,6 +24,9 @@ from eclip.errors import OptionError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Training's precision on a GPU when none is given: bf16 autocast, as open_clip's trainer (`amp`) but
+#: with bf16's float32 range (no loss scaling). Measured: bench/bench_train.py, README "Training at scale".
+TRAIN_CUDA_DEFAULT = "bf16"
 
 
 def check_precision(precision: str) -> str:

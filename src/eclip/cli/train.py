@@ -55,6 +55,14 @@ def train_command(
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
                                      "training (0: in this process). The batches are the same with any number."),
+    precision: str = typer.Option(None, "--precision",
+                                  help="fp32, bf16 or fp16 (autocast; fp16 with a loss scaler). Default: fp32 on a CPU, "
+                                       "bf16 on a GPU."),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing",
+                                            help="Recompute each transformer block in the backward: less memory, same gradients."),
+    local_loss: bool = typer.Option(False, "--local-loss",
+                                    help="torchrun: each rank scores its own pairs against all gathered ones (open_clip's "
+                                         "--local-loss; the same gradient, less memory)."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between atomic checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
@@ -80,6 +88,7 @@ def train_command(
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, simple_tokenizer, wrap
     from eclip.models.pooling import PoolingConfig
+    from eclip.precision import TRAIN_CUDA_DEFAULT, resolve_precision
     from eclip.train.finetune import make_embedder, model_config, trainable_filter
     from eclip.train.loop import TrainSettings, native_image_embedder, train
 
@@ -121,7 +130,8 @@ def train_command(
     source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, image_size=size, max_objects=max_objects,
                                                                            caption_templates=CAPTION_SETS[captions]))
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
-                             checkpoint_every=checkpoint_every,
+                             checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing, local_loss=local_loss,
+                             precision=resolve_precision(precision, device, TRAIN_CUDA_DEFAULT),
                              extra={"data": data_record, "start": start, "train": train_part,
                                     "loss": {"background_negatives": background_negatives}})
     record = {**base, "pooling": head.to_json()}

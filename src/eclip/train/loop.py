@@ -33,8 +33,9 @@ from eclip.data.pairs import PairSource
 from eclip.distributed import barrier, world
 from eclip.errors import CheckpointError, OptionError
 from eclip.models.folder import save_model_folder
+from eclip.precision import check_precision
 from eclip.train.checkpoint import RUN_FILES, check_run_folder, check_same_run, load_state, restore_rng, save_state
-from eclip.train.losses import clip_loss
+from eclip.train.numerics import StepNumerics
 from eclip.writing import atomic_write_text, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,16 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     grad_clip: float = 1.0
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    local_loss: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        check_precision(self.precision)
         if not self.lr > 0:
             raise OptionError(f"--lr {self.lr} must be > 0")
         for name in ("weight_decay", "warmup", "grad_clip"):
@@ -187,6 +192,9 @@ def train(
     if settings.batch_size % size:
         raise CheckpointError(f"--batch-size {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
     device = next(model.parameters()).device
+    local = settings.batch_size // size
+    numerics = StepNumerics(model, image_embedder, device, slice(rank * local, (rank + 1) * local), precision=settings.precision,
+                            local_loss=settings.local_loss, grad_checkpointing=settings.grad_checkpointing)
     torch.manual_seed(settings.seed)
     pre = model_config["preprocess"]
     size = (pre["image_size"], pre["image_size"]) if isinstance(pre["image_size"], int) else tuple(pre["image_size"])
@@ -202,6 +210,7 @@ def train(
         check_same_run(out, state.get("run"), run)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        numerics.load_state_dict(state.get("scaler"))
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"])
         start, losses = int(state["step"]), list(state.get("losses", []))
@@ -214,7 +223,8 @@ def train(
         if rank == 0:
             save_model_folder(out, model, record)
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run, "data": data})
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run, "data": data,
+                             "scaler": numerics.state_dict()})
         barrier()
 
     model.train()
@@ -228,7 +238,7 @@ def train(
     for step in bar:
         images, tokens = next(feed)
         x = to_model_input(images, size, pre["mean"], pre["std"])
-        embedded = image_embedder(model, x)
+        embedded = numerics.embed(model, x)
         negatives = valid = None
         if isinstance(embedded, torch.Tensor):
             img = embedded
@@ -237,14 +247,12 @@ def train(
             negatives = gather_with_grad(F.normalize(embedded.negatives, dim=-1))
             valid = gather_with_grad(embedded.valid.float()).bool()
         img = gather_with_grad(F.normalize(img, dim=-1))
-        txt = gather_with_grad(F.normalize(model.encode_text(tokens), dim=-1))
-        loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
+        txt = gather_with_grad(F.normalize(numerics.encode_text(tokens), dim=-1))
+        loss = numerics.loss(img, txt, model.logit_scale.exp(), negatives, valid)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        numerics.backward(loss)
         average_gradients(trained)
-        if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trained, settings.grad_clip)
-        optimizer.step()
+        numerics.step(optimizer, trained, settings.grad_clip)
         scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))

@@ -61,9 +61,10 @@ def local_clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
-    rows: slice,
     image_negatives: torch.Tensor | None = None,
     negatives_valid: torch.Tensor | None = None,
+    *,
+    rows: slice,
 ) -> torch.Tensor:
     """`clip_loss` of the pairs `rows` only: this rank's images and captions against every column.
 
