@@ -46,7 +46,7 @@ def test_phrases_are_instance_masks_named_by_colour_and_shape(scenes):
 
 
 def test_only_synthetic_has_phrases(scenes):
-    with pytest.raises(DatasetError, match="--task phrases"):
+    with pytest.raises(DatasetError, match="task=phrases"):
         open_phrases("voc", scenes)
     with pytest.raises(EvaluationError, match="--task"):
         EvalConfig("synthetic", scenes, task="objects")

@@ -54,6 +54,6 @@ class SyntheticPhrases(EvalDataset):
 def open_phrases(dataset: str, root: str | Path, limit: int | None = None) -> SyntheticPhrases:
     """The phrase-grounding view of dataset `dataset` (synthetic scenes only: the others have no per-object phrases)."""
     if dataset.strip().lower() not in ("synthetic", "synth"):
-        raise DatasetError(f"--task phrases needs per-object phrases and instance masks, which only --dataset synthetic has "
-                           f"(got {dataset!r}); use --task classes for {dataset}")
+        raise DatasetError(f"task=phrases needs per-object phrases and instance masks, which only dataset=synthetic has "
+                           f"(got dataset={dataset}); use task=classes for {dataset}")
     return SyntheticPhrases(root, limit=limit)
