@@ -82,7 +82,9 @@ def test_registry_names_and_errors(tmp_path, synth_root):
         open_dataset("synthetic", synth_root, limit=-2)
     with pytest.raises(DatasetError, match="no splits"):
         open_dataset("synthetic", synth_root, split="train")
-
+    for typo, meant in (("synthetc", "synthetic"), ("vco", "voc"), ("pascal_contxt", "context"), ("coco2071", "coco")):
+        with pytest.raises(DatasetError, match=f"unknown dataset '{typo}'; did you mean {meant}\\? choose one of voc,"):
+            open_dataset(typo, tmp_path)
 
 
 def test_classname_files_are_readable_and_complete():
