@@ -1,25 +1,27 @@
 """Evaluation datasets by name: `open_dataset("voc", root)` and the names the CLI lists.
 
-Each dataset is an `EvalDataset` (`base`) in its own module; this table maps its name to its
-class, which is opened as `cls(root, limit=..., split=...)` (`split` only when one is given). A
-new dataset is one import and one entry here.
+Each dataset is an `EvalDataset` (`base`) in its own module; this table maps its name to that
+class ("module:Class", imported when the dataset is opened, so listing names imports no loader),
+which is opened as `cls(root, limit=..., split=...)` (`split` only when one is given). A new
+dataset is one entry here.
 """
 from __future__ import annotations
 
 import difflib
+from importlib import import_module
 from pathlib import Path
 
 from eclip.data.base import EvalDataset, SkippedImage, read_classnames
-from eclip.data.coco import COCODataset
-from eclip.data.context import ContextDataset
-from eclip.data.synthetic import SyntheticEval
-from eclip.data.voc import VOCDataset
 from eclip.errors import DatasetError
 
 __all__ = ["DATASETS", "EvalDataset", "SkippedImage", "open_dataset", "read_classnames"]
 
-_OPENERS: dict[str, type[EvalDataset]] = {"voc": VOCDataset, "coco": COCODataset, "context": ContextDataset,
-                                          "synthetic": SyntheticEval}
+_OPENERS: dict[str, str] = {
+    "voc": "eclip.data.voc:VOCDataset",
+    "coco": "eclip.data.coco:COCODataset",
+    "context": "eclip.data.context:ContextDataset",
+    "synthetic": "eclip.data.synthetic:SyntheticEval",
+}
 
 #: The names `open_dataset` accepts, as the CLI lists them.
 DATASETS: tuple[str, ...] = tuple(_OPENERS)
@@ -48,5 +50,6 @@ def open_dataset(name: str, root: str | Path, limit: int | None = None, split: s
         close = difflib.get_close_matches(key, [*DATASETS, *_ALIASES], n=1)
         hint = f"did you mean {_ALIASES.get(close[0], close[0])}? " if close else ""
         raise DatasetError(f"unknown dataset {name!r}; {hint}choose one of {', '.join(DATASETS)}")
+    module, cls = _OPENERS[key].split(":")
     options = {} if split is None else {"split": split}
-    return _OPENERS[key](root, limit=limit, **options)
+    return getattr(import_module(module), cls)(root, limit=limit, **options)
