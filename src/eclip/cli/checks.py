@@ -30,7 +30,12 @@ def check_texts(texts: Sequence[str]) -> None:
 
 
 def check_pretrained(model: str | None, pretrained: str | None) -> None:
-    """`--pretrained` goes with an open_clip model name, not with a bundled model or a folder (they hold their weights)."""
+    """`--model` names a model (or the closest name is suggested), and `--pretrained` goes with an open_clip model name,
+    not with a bundled model or a folder (they hold their weights)."""
+    if model:
+        from eclip.models.loading import check_model_name
+
+        check_model_name(model)
     if not (pretrained and model):
         return
     from pathlib import Path
