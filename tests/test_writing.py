@@ -28,18 +28,21 @@ def test_atomic_write_replaces_whole_and_leaves_nothing_when_the_write_fails(tmp
 def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
     """A lab that shares result folders can read them: 0666 less the umask, as for any new file (mkstemp's 0600 is not kept)."""
     import numpy as np
+    import torch
     from PIL import Image
+    from safetensors.torch import save_file
 
     previous = os.umask(umask)
     try:
         atomic_write_text(tmp_path / "r.json", "{}")
         atomic_write_text(tmp_path / "r.json", "{}")  # replacing a file: the new one gets the mode too
         atomic_write(tmp_path / "m.png", lambda tmp: Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp, format="PNG"))
+        atomic_write(tmp_path / "w.safetensors", lambda tmp: save_file({"w": torch.zeros(2)}, str(tmp)))  # replaces the file
     finally:
         os.umask(previous)
-    for name in ("r.json", "m.png"):
+    for name in ("r.json", "m.png", "w.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "r.json"] and (tmp_path / "m.png").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "r.json", "w.safetensors"]
 
 
 def test_stale_temporary_files_are_recognised_and_swept_by_target(tmp_path):

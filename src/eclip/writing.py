@@ -12,7 +12,8 @@ sweeps it on the next start.
 A written file gets the mode any new file of the user gets (0666 less the umask: 0644 under the
 usual 022, 0664 under a lab's shared 002). `tempfile.mkstemp` would give 0600 and the rename
 would keep it, so results in a shared folder could be read by their writer only; the temporary
-file is created here with `os.open(..., 0o666)`, and the kernel applies the umask as for any file.
+file is created here with `os.open(..., 0o666)`, the kernel applies the umask as for any file, and
+a writer that replaces the file by its own (safetensors does, with 0600) gets that mode back.
 """
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
     """
     target = Path(target)
     tmp = _create_temp(target)
+    mode = tmp.stat().st_mode & 0o777  # what the umask gave the new file
     try:
         write(tmp)
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors makes it 0600)
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
