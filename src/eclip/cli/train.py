@@ -53,8 +53,8 @@ def train_command(
                                         "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
     max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
     workers: int = typer.Option(0, "--workers", min=0,
-                                help="Processes drawing synthetic scenes ahead of training (0: drawn in this process). "
-                                     "Drawing is the bottleneck on a GPU; the batches are the same with any number."),
+                                help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
+                                     "training (0: in this process). The batches are the same with any number."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between atomic checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
@@ -118,9 +118,8 @@ def train_command(
     data_record = {"kind": "synthetic", "seed": data_seed, "image_size": size, "max_objects": max_objects, "captions": captions} \
         if data == "synthetic" \
         else {"kind": "files", "path": data, "image_size": size}
-    source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, workers=workers, image_size=size,
-                                                                                   max_objects=max_objects,
-                                                                                   caption_templates=CAPTION_SETS[captions]))
+    source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, image_size=size, max_objects=max_objects,
+                                                                           caption_templates=CAPTION_SETS[captions]))
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
                              checkpoint_every=checkpoint_every,
                              extra={"data": data_record, "start": start, "train": train_part,
@@ -129,9 +128,8 @@ def train_command(
     rank = world()[0]
     try:
         result = train(net, record, source, tokenizer, out, settings, image_embedder=embedder, trainable=trainable,
-                       resume=resume, batchnorm_eval=bool(model) and arch == "resnet")
+                       resume=resume, batchnorm_eval=bool(model) and arch == "resnet", workers=workers)
     finally:
-        getattr(source, "close", lambda: None)()
         leave_distributed(own_group)
     if rank != 0:
         return

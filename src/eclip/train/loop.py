@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eclip.data.pairs import PairSource, batch_part
+from eclip.data.loader import TrainingFeed
+from eclip.data.pairs import PairSource
 from eclip.distributed import barrier, world
 from eclip.errors import CheckpointError, OptionError
 from eclip.models.folder import save_model_folder
@@ -167,6 +168,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     batchnorm_eval: bool = False,
+    workers: int = 0,
 ) -> TrainResult:
     """Train `model` contrastively on `source`; write checkpoints and the model folder to `out`.
 
@@ -177,13 +179,13 @@ def train(
             that holds a run is refused before anything in it is read.
         stop_after: end this call after that many steps (the schedule still spans `settings.steps`).
         batchnorm_eval: keep BatchNorm statistics frozen (fine-tuning a ResNet).
+        workers: DataLoader processes making, decoding and tokenizing batches (`eclip.data.loader`); 0: this process.
     Under torchrun `settings.batch_size` is the global batch; it must divide by the world size.
     """
     out = Path(out)
     rank, size = world()
     if settings.batch_size % size:
         raise CheckpointError(f"--batch-size {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
-    local = settings.batch_size // size
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     pre = model_config["preprocess"]
@@ -219,10 +221,11 @@ def train(
         freeze_batchnorm(model)
     trained = [p for p in model.parameters() if p.requires_grad]
     began = time.time()
+    feed = TrainingFeed(source, tokenizer, settings.batch_size, range(start, end), device, workers=workers)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
-        images, captions = batch_part(source, step, settings.batch_size, rank * local, (rank + 1) * local)
-        x = to_model_input(images.to(device, non_blocking=True), size, pre["mean"], pre["std"])
+        images, tokens = next(feed)
+        x = to_model_input(images, size, pre["mean"], pre["std"])
         embedded = image_embedder(model, x)
         negatives = valid = None
         if isinstance(embedded, torch.Tensor):
@@ -232,7 +235,7 @@ def train(
             negatives = gather_with_grad(F.normalize(embedded.negatives, dim=-1))
             valid = gather_with_grad(embedded.valid.float()).bool()
         img = gather_with_grad(F.normalize(img, dim=-1))
-        txt = gather_with_grad(F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1))
+        txt = gather_with_grad(F.normalize(model.encode_text(tokens), dim=-1))
         loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -247,6 +250,7 @@ def train(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == end:
             checkpoint(step + 1)
+    feed.close()
     model.eval()
     if start == end and not (out / "config.json").exists():
         checkpoint(end)
