@@ -16,6 +16,7 @@ URL), without touching the network:
 """
 from __future__ import annotations
 
+import json
 import os
 import urllib.error
 import urllib.request
@@ -84,8 +85,6 @@ def _text_tower(model_cfg: dict) -> list[HubFile]:
 
 def files_needed(name: str, pretrained: str | None) -> list[HubFile]:
     """Every file `open_clip.create_model_and_transforms(name, pretrained)` and its tokenizer will fetch, from the caches' view."""
-    import json
-
     import open_clip
 
     if name.startswith("hf-hub:"):
@@ -130,7 +129,11 @@ def _fix(name: str) -> str:
 
 @contextmanager
 def _hub_offline() -> Iterator[None]:
-    """huggingface_hub's offline switch on for the duration (it reads `constants.HF_HUB_OFFLINE` at each request)."""
+    """huggingface_hub's offline switch on for the duration (it reads `constants.HF_HUB_OFFLINE` at each request).
+
+    The switch is the process's: entered only when every file the load needs is cached, and restored
+    after; a hub request made by another thread meanwhile would be refused as offline.
+    """
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE
