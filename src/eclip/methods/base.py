@@ -1,17 +1,32 @@
-"""The shared pipeline of every explanation method, and the registry behind `--method`.
+"""The shared pipeline of every explanation method, its options, and the registry behind `--method`.
 
 A method only has to say how it turns (images, text embeddings) into raw low-resolution maps
 (`raw_maps`); the base class does the rest the same way for all of them (`maps_to_size`: min-max
 over space, bilinear resizing), so methods differ only where their papers differ.
 Shape follows pytorch-grad-cam's `BaseCAM`: the pipeline in the base, one small override per method.
+
+A method's options are its annotated attributes: every subclass is a keyword-only dataclass, so
+an option is declared once, with its type and default, and a subclass declares only the options
+it adds or whose default it changes. Every surface reaches them through one string, parsed here
+and nowhere else: `get_method("chefer:start_layer=0,target=cosine")`. The values are typed from
+the declarations (bool, int, float, str, none for an optional, `[a,b]` for a tuple); the
+instance's `label` is that spec normalised (keys sorted, values written one way), the method's
+name in records, tables and titles.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,19 +36,49 @@ if TYPE_CHECKING:  # pragma: no cover
     from eclip.models.adapter import DenseCLIP
 
 
+class ImageExtra:
+    """One image's extra output of a method (`Maps.extra[name][b]`), in the form every writer understands.
+
+    Methods whose papers produce more than one map per text (interaction matrices, the terms of a
+    decomposition) return them per image as a subclass; a writer saves `array()` as
+    `<stem>_<name>.npy`, puts `record()` in the image's JSON record under `name`, and shows
+    `panels()`, when given, instead of one panel per text.
+    """
+
+    def record(self) -> dict:
+        """A JSON-able summary ({} for none)."""
+        return {}
+
+    def array(self) -> np.ndarray | None:
+        """An array worth saving whole, or None."""
+        return None
+
+    def panels(self) -> tuple[list[str], torch.Tensor] | None:
+        """(titles, (P, h, w) raw maps) to show instead of the per-text maps, or None."""
+        return None
+
+
 @dataclass
 class Maps:
     """What a method returns for B images and K texts.
 
     Attributes:
-        scores: (B, K, H, W) maps in [0, 1] at the input tensor's resolution.
         raw: (B, K, h, w) the method's maps at its own resolution, before normalisation.
         texts: the K texts, in order.
+        size: (H, W) of the input tensor.
+        extra: name -> one `ImageExtra` per image, for methods with more outputs than their maps
+            ({} for most).
     """
 
-    scores: torch.Tensor
     raw: torch.Tensor
     texts: list[str]
+    size: tuple[int, int]
+    extra: dict[str, list[ImageExtra]] = field(default_factory=dict)
+
+    @cached_property
+    def scores(self) -> torch.Tensor:
+        """(B, K, H, W) maps in [0, 1] at the input tensor's resolution (made on first use)."""
+        return maps_to_size(self.raw, self.size)
 
 
 def minmax_normalise(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -55,8 +100,8 @@ def maps_to_size(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     explain` (at the image's size, and at the overlay's), `eclip evaluate`, `eclip shift`, `eclip
     demo` and the web demo all turn raw maps into the maps they show or score with this function,
     so one image, model, method and text give one map everywhere. Normalising first, on the
-    method's grid, makes the map independent of the output size (ECLIP.md section 4: "the
-    normalised map"); resizing is bilinear, then clamped against rounding.
+    method's grid, makes the map independent of the output size (ECLIP, Li et al. 2022, arXiv
+    2209.07046, section 4: "the normalised map"); resizing is bilinear, then clamped against rounding.
     """
     maps = minmax_normalise(raw.float())
     size = (int(size[0]), int(size[1]))
@@ -70,14 +115,29 @@ def maps_to_size(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Method(ABC):
     """One explanation method.
 
-    Subclasses set `name`, `paper` and `archs`, and implement `raw_maps`. Methods talk to the
-    model only through the DenseCLIP adapter and never change it.
+    Subclasses set `name`, `paper` and `archs`, declare their options as annotated attributes with
+    defaults (each subclass becomes a keyword-only dataclass), and implement `raw_maps`. Methods
+    talk to the model only through the DenseCLIP adapter and never change it.
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     archs: ClassVar[frozenset[str]] = frozenset({"vit", "resnet"})
     needs_grad: ClassVar[bool] = False
+    uses_text: ClassVar[bool] = True  # False: one map for every text (where the model looks on its own)
+    _given: ClassVar[frozenset[str]] = frozenset()  # the options a spec named (see `label`)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(eq=False, kw_only=True)(cls)
+
+    @property
+    def label(self) -> str:
+        """The canonical spec of this instance: its name, then the options a spec named and those that
+        differ from their defaults, keys sorted (`chefer:start_layer=0,target=cosine`)."""
+        options = method_options(type(self))
+        values = {key: getattr(self, key) for key in options}
+        return format_spec(self.name, {k: v for k, v in values.items() if k in self._given or v != options[k].default})
 
     @classmethod
     def unsupported(cls, model: DenseCLIP) -> str | None:
@@ -104,22 +164,7 @@ class Method(ABC):
                 embeddings (e.g. prompt ensembles from `eclip.prompts`).
             text_labels: names for the K texts when `texts` is a tensor.
         Returns:
-            Maps with scores (B, K, H, W) in [0, 1].
-        """
-        raw, labels = self.explain_raw(model, images, texts, text_labels)
-        return Maps(scores=maps_to_size(raw, tuple(images.shape[-2:])), raw=raw, texts=labels)
-
-    def explain_raw(
-        self,
-        model: DenseCLIP,
-        images: torch.Tensor,
-        texts: Sequence[str] | torch.Tensor,
-        text_labels: Sequence[str] | None = None,
-    ) -> tuple[torch.Tensor, list[str]]:
-        """`explain` without the resize: (B, K, h, w) raw maps (detached float32) and the K text labels.
-
-        For callers that want the maps at another size than the input's (the image's own, an
-        overlay's): `maps_to_size(raw, size)` gives them, without a copy at the input size.
+            Maps with raw (B, K, h, w) detached float32 maps, scores (B, K, H, W) in [0, 1] and extras.
         """
         reason = self.unsupported(model)
         if reason:
@@ -132,14 +177,196 @@ class Method(ABC):
             text_features = model.encode_text(labels)
         context = torch.enable_grad() if self.needs_grad else torch.no_grad()
         with context:
-            raw = self.raw_maps(model, images, text_features)
-        return raw.detach().float(), labels
+            raw, extra = self.raw_maps_and_extra(model, images, text_features)
+        return Maps(raw=raw.detach().float(), texts=labels, size=(int(images.shape[-2]), int(images.shape[-1])), extra=extra)
+
+    def explain_raw(
+        self,
+        model: DenseCLIP,
+        images: torch.Tensor,
+        texts: Sequence[str] | torch.Tensor,
+        text_labels: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, list[str]]:
+        """`explain(...).raw` and `.texts`: (B, K, h, w) raw maps (detached float32) and the K text labels.
+
+        For callers that want the maps at another size than the input's (the image's own, an
+        overlay's): `maps_to_size(raw, size)` gives them.
+        """
+        maps = self.explain(model, images, texts, text_labels)
+        return maps.raw, maps.texts
 
     @abstractmethod
     def raw_maps(self, model: DenseCLIP, images: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images and (K, D) normalised text features -> (B, K, h, w) raw maps."""
 
+    def raw_maps_and_extra(self, model: DenseCLIP, images: torch.Tensor,
+                           text_features: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[ImageExtra]]]:
+        """`raw_maps` and the method's extra outputs, one per image; methods with extras override this."""
+        return self.raw_maps(model, images, text_features), {}
 
+
+# ---------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: its name, declared type and default."""
+
+    name: str
+    kind: Any
+    default: Any
+
+    def describe(self) -> str:
+        """`key=default (type)`, as `eclip methods` lists it."""
+        return f"{self.name}={format_value(self.default)} ({type_name(self.kind)})"
+
+    def parse(self, text: str, method: str) -> Any:
+        """The value `text` as the declared type; a MethodError names the key and the type expected."""
+        try:
+            return parse_value(text, self.kind)
+        except ValueError:
+            raise MethodError(f"method '{method}' option {self.name}={text!r}: expected {type_name(self.kind)}; "
+                              f"e.g. {method}:{self.name}={self.example()}") from None
+
+    def example(self) -> str:
+        """A value of the option's type as a spec writes it: the default, or for a default of none a sample."""
+        if self.default is not None:
+            return format_value(self.default)
+        kind = _optional_parts(self.kind)[1][0]
+        if typing.get_origin(kind) in (tuple, list):
+            return "[1,2]"
+        return {bool: "true", int: "1", float: "0.5"}.get(kind, "none")
+
+
+@functools.cache
+def method_options(cls: type[Method]) -> dict[str, Option]:
+    """Name -> `Option` of every option `cls` declares, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: Option(f.name, hints.get(f.name, str), f.default) for f in dataclasses.fields(cls) if f.init}
+
+
+_NONE = ("none", "null")
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _optional_parts(kind: Any) -> tuple[bool, list[Any]]:
+    """(None allowed, the other types) of an annotation (`int | None` -> (True, [int]))."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        return type(None) in args, [a for a in args if a is not type(None)]
+    return False, [kind]
+
+
+def parse_value(text: str, kind: Any) -> Any:
+    """A spec's value `text` as the annotation `kind` (ValueError when it is not one)."""
+    text = text.strip()
+    optional, kinds = _optional_parts(kind)
+    if optional and text.lower() in _NONE:
+        return None
+    for k in kinds:
+        try:
+            return _parse_one(text, k)
+        except ValueError:
+            continue
+    raise ValueError(text)
+
+
+def _parse_one(text: str, kind: Any) -> Any:
+    if kind is bool:
+        if text.lower() not in _BOOLS:
+            raise ValueError(text)
+        return _BOOLS[text.lower()]
+    if kind is int:
+        return int(text)
+    if kind is float:
+        return float(text)
+    if kind is str:
+        if not text:
+            raise ValueError(text)
+        return text
+    origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        item = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        items = [parse_value(part, item) for part in _split_top_level(inner) if part.strip()]
+        return tuple(items) if origin is tuple else items
+    raise ValueError(text)
+
+
+def type_name(kind: Any) -> str:
+    """How an annotation reads in a message or a listing: `bool`, `int or none`, `list of int`."""
+    optional, kinds = _optional_parts(kind)
+    names = []
+    for k in kinds:
+        if typing.get_origin(k) in (tuple, list):
+            args = typing.get_args(k)
+            names.append(f"list of {type_name(args[0]) if args else 'str'}")
+        else:
+            names.append(getattr(k, "__name__", str(k)))
+    return " or ".join(names + (["none"] if optional else []))
+
+
+def format_value(value: Any) -> str:
+    """A value as a spec writes it, one way for each value: true, none, 0.5, [100,150]."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def format_spec(name: str, options: dict[str, Any]) -> str:
+    """`name`, or `name:key=value,...` with the keys sorted: the canonical form of a spec."""
+    if not options:
+        return name
+    return name + ":" + ",".join(f"{k}={format_value(options[k])}" for k in sorted(options))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """`text` split at the commas outside brackets (`a=1,b=[2,3]` -> `a=1`, `b=[2,3]`)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(text)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise ValueError(text)
+    return parts + [text[start:]]
+
+
+def parse_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """`name` or `name:key=value,...` -> the name and the (key, value text) pairs, whitespace stripped."""
+    name, colon, rest = spec.partition(":")
+    name = name.strip()
+    example = f"{name or 'NAME'}:key=value,key=value"
+    if not name:
+        raise MethodError(f"method {spec!r} has no name; write NAME or {example}")
+    if not colon:
+        return name, []
+    try:
+        items = _split_top_level(rest)
+    except ValueError:
+        raise MethodError(f"method {spec!r}: unbalanced brackets; write a list as key=[a,b]") from None
+    pairs = []
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise MethodError(f"method {spec!r}: {item.strip()!r} is not key=value; write {example}")
+        pairs.append((key.strip(), value.strip()))
+    return name, pairs
+
+
+def _did_you_mean(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# ---------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Method]] = {}
 
 
@@ -151,20 +378,35 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def _load_builtin_methods() -> None:
-    """Import the method modules so that their `@register` runs (import is cheap: no weights)."""
-    from eclip.methods import catalogue  # noqa: F401
-
-
 def available_methods() -> dict[str, type[Method]]:
-    """Name -> class of every registered method, in registration order."""
-    _load_builtin_methods()
-    return dict(_REGISTRY)
+    """Name -> class of every registered method: the built-in ones in the catalogue's order, then any other."""
+    from eclip.methods.catalogue import ORDER  # importing the catalogue registers the built-in methods
+
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(_REGISTRY.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
-def get_method(name: str, **options) -> Method:
-    """An instance of the method called `name`; a clear error lists the known names."""
+def get_method(spec: str, **options) -> Method:
+    """An instance of the method a spec names: `name` or `name:key=value,...` (see the module docstring).
+
+    `options` are Python values for further options. An unknown name or key, a key given twice or
+    a value of the wrong type is a MethodError naming it, the choices and the closest one.
+    """
+    name, pairs = parse_spec(spec)
     methods = available_methods()
     if name not in methods:
-        raise MethodError(f"unknown method '{name}'; known methods: {', '.join(methods)} (see `eclip methods`)")
-    return methods[name](**options)
+        raise MethodError(f"unknown method '{name}'{_did_you_mean(name, methods)}; known methods: {', '.join(methods)} "
+                          "(see `eclip methods`)")
+    declared = method_options(methods[name])
+    values: dict[str, Any] = {}
+    for key, value, from_spec in [*((k, v, True) for k, v in pairs), *((k, v, False) for k, v in options.items())]:
+        if key not in declared:
+            choices = f"its options: {', '.join(declared)}" if declared else "it takes no options"
+            raise MethodError(f"method '{name}' has no option '{key}'{_did_you_mean(key, declared)}; {choices} "
+                              "(see `eclip methods`)")
+        if key in values:
+            raise MethodError(f"method '{name}': option '{key}' is given twice; give it once")
+        values[key] = declared[key].parse(value, name) if from_spec else value
+    method = methods[name](**values)
+    method._given = frozenset(values)
+    return method
