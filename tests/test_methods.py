@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from helpers import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
 
 from eclip.errors import MethodError
-from eclip.methods.base import available_methods, format_value, get_method, method_options, minmax_normalise
+from eclip.methods.base import available_methods, get_method, minmax_normalise
 from eclip.methods.catalogue import ORDER
 from eclip.methods.dense import DenseMethod
 from eclip.methods.gradient import GradientMethod
 from eclip.methods.naclip import neighbourhood_prior
+from eclip.methods.options import format_value, method_options
 from eclip.methods.rise import generate_masks, rise_saliency
 from eclip.methods.rollout import attention_rollout
 from eclip.methods.surgery import feature_surgery

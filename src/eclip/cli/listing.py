@@ -13,7 +13,8 @@ def list_methods() -> None:
     Give options after the name: --method NAME:KEY=VALUE,KEY=VALUE (e.g. chefer:start_layer=0,target=cosine);
     true/false, none, and [a,b] for a list.
     """
-    from eclip.methods.base import available_methods, method_options
+    from eclip.methods.base import available_methods
+    from eclip.methods.options import method_options
 
     for name, cls in available_methods().items():
         archs = ",".join(sorted(cls.archs))
