@@ -36,7 +36,11 @@ class DenseMethod(Method):
 
 
 class LastBlockMethod(DenseMethod):
-    """The ViT with its last block's attention replaced by `attention`; the block's residual and FFN optional."""
+    """The ViT with its last block's attention replaced by `attention`; the block's residual and FFN optional.
+
+    Options: `residual` keeps the block's residual connection, `ffn` its FFN (both kept by default,
+    the block's own structure; ClearCLIP and NACLIP drop both).
+    """
 
     archs = frozenset({"vit"})
 

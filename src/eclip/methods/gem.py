@@ -49,7 +49,6 @@ class GEM(DenseMethod):
     temperature: float | None = None  # a fixed inverse temperature (None: adaptive, the authors')
 
     def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-
         def ss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_normed: torch.Tensor) -> torch.Tensor:
             if self.temperature is None:
                 inv_temp = x_normed.norm(dim=-1).mean(dim=-1).view(-1, 1, 1, 1) * q.shape[-1] ** -0.5
