@@ -14,7 +14,7 @@ import sys
 import typer
 
 # Each verb lives in its own module and registers itself on `app` when imported.
-from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, train  # noqa: F401,E402
+from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, textspan, train  # noqa: F401,E402
 from eclip.cli.app import app
 from eclip.cli.messages import bug_message, for_command_line, os_error_message, usage_message
 from eclip.errors import EclipError

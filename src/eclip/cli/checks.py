@@ -4,12 +4,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def check_methods(names: Sequence[str]) -> None:
-    """Every `--method` is a registered method (`MethodError` lists the known ones)."""
+def check_methods(specs: Sequence[str]) -> None:
+    """Every `--method` names a registered method with options it has, of the right types
+    (`NAME` or `NAME:KEY=VALUE,...`; a `MethodError` names what is wrong and the closest choice)."""
     from eclip.methods.base import get_method
 
-    for name in names:
-        get_method(name)
+    for spec in specs:
+        get_method(spec)
 
 
 def check_template(template: str | None) -> None:
