@@ -9,6 +9,7 @@ from pathlib import Path
 
 from eclip.errors import EvaluationError
 from eclip.methods.scoring import TARGETS
+from eclip.metrics.faithfulness import BASELINES
 
 #: Prompt templates per dataset: CLIP's 80 ImageNet templates for the photo datasets (Radford et al.
 #: 2021, arXiv 2103.00020, the "standard template ensemble"); the synthetic scenes use the single
@@ -23,7 +24,7 @@ SCORES = tuple(TARGETS)
 TASKS = ("classes", "phrases")
 
 
-def _divides_one(step: float) -> bool:
+def divides_one(step: float) -> bool:
     """True when the IoU threshold grid 0, step, ..., 1 exists (`eclip.metrics.localization.threshold_grid`)."""
     from eclip.metrics.localization import threshold_grid
 
@@ -96,11 +97,11 @@ class EvalConfig:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.limit is not None and self.limit < 0:
             problems.append(f"limit={self.limit} must be >= 0")
-        if self.perturbation_baseline not in ("blur", "mean"):
-            problems.append(f"perturbation_baseline={self.perturbation_baseline!r} must be blur or mean")
+        if self.perturbation_baseline not in BASELINES:
+            problems.append(f"perturbation_baseline={self.perturbation_baseline!r} must be one of {', '.join(BASELINES)}")
         if self.perturbation_score not in SCORES:
             problems.append(f"perturbation_score={self.perturbation_score!r} must be one of {', '.join(SCORES)}")
-        if not _divides_one(self.threshold_step):
+        if not divides_one(self.threshold_step):
             problems.append(f"threshold_step={self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
         if self.pointing_tolerance < 0:
             problems.append(f"pointing_tolerance={self.pointing_tolerance} must be >= 0")
