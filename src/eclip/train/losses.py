@@ -1,4 +1,8 @@
-"""The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020), and ECLIP's background negatives.
+"""The loss of a training run: which terms it has (`LossTerms`), the CLIP contrastive loss, and its variants.
+
+The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020) is always there; `LossTerms`
+says which variants and extra terms a run adds, so the loop picks the loss by these fields and
+never by what the embedder happens to return.
 
 Symmetric InfoNCE over a batch of matched image-text pairs with a learned temperature: each
 image must pick its own caption among the batch's captions and each caption its own image.
@@ -12,8 +16,63 @@ outside each mask): the text-to-image softmax runs over N foregrounds and N back
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
+
+from eclip.errors import RecipeError
+
+BACKGROUND_NEGATIVES = ("none", "max", "avg")
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss terms of a run, one field each (a new term is a new field whose default is "off").
+
+    Attributes:
+        background_negatives: "none", or how the background outside each training mask is pooled
+            into an extra negative of the text-to-image softmax: "max" (the head's max) or "avg"
+            (ours; needs the `masked_max` head, whose mask it reads).
+    """
+
+    background_negatives: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.background_negatives not in BACKGROUND_NEGATIVES:
+            raise RecipeError(f"`loss.background_negatives` {self.background_negatives!r} is unknown; "
+                              f"use one of {', '.join(BACKGROUND_NEGATIVES)}")
+
+
+@dataclass
+class ImageEmbedding:
+    """What an image embedder returns for (N, 3, H, W) images.
+
+    Attributes:
+        pooled: (N, D) the head's embedding the contrastive loss reads (masked in training).
+        negatives: (N, D) the background pooled outside each mask (background negatives), or None.
+        valid: (N,) bool, False where an image has no background (its mask covers every location).
+        dense: (N, h, w, D) the dense projected features, when a term reads them.
+        mask: (N, h, w) bool foreground masks, when the run makes them.
+    """
+
+    pooled: torch.Tensor
+    negatives: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+class LossTerm(Protocol):
+    """A term added to the contrastive loss: `term(model, images, embedded, text)` -> a weighted scalar.
+
+    `text` is this process's (N, D) L2-normalised caption embeddings, row i the caption of image i.
+    """
+
+    name: str
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, embedded: ImageEmbedding, text: torch.Tensor) -> torch.Tensor: ...
 
 
 def clip_loss(
