@@ -88,8 +88,8 @@ def train_command(
                                         "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
     max_objects: int = typer.Option(None, "--max-objects", min=1, max=255, help="Objects per scene, at most (3)."),
     workers: int = typer.Option(0, "--workers", min=0,
-                                help="Processes drawing synthetic scenes ahead of training (0: drawn in this process). "
-                                     "Drawing is the bottleneck on a GPU; the batches are the same with any number."),
+                                help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
+                                     "training (0: in this process). The batches are the same with any number."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=1, help="Steps between atomic checkpoints (200)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eclip.data.pairs import PairSource, batch_part
+from eclip.data.loader import TrainingFeed
+from eclip.data.pairs import PairSource
 from eclip.distributed import barrier, world
 from eclip.errors import RecipeError
 from eclip.models.folder import save_model_folder
@@ -204,13 +205,15 @@ def run_identity(record: dict[str, Any]) -> dict[str, Any]:
     return {"model": {k: v for k, v in record.items() if k != "training"}, "training": training}
 
 
-def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> TrainResult:
+def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          workers: int = 0) -> TrainResult:
     """Train `run.model` contrastively on `run.source`; write checkpoints and the model folder to `out`.
 
     Args:
         resume: continue from `out/train_state.safetensors` with the same recipe; without it a folder
             that holds a run is refused before anything in it is read.
         stop_after: end this call after that many steps (the schedule still spans `settings.steps`).
+        workers: DataLoader processes making, decoding and tokenizing batches (`eclip.data.loader`); 0: this process.
     Under torchrun `settings.batch_size` is the global batch; it must divide by the world size.
     """
     out = Path(out)
@@ -218,7 +221,6 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
     rank, size = world()
     if settings.batch_size % size:
         raise RecipeError(f"`settings.batch_size` {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
-    local = settings.batch_size // size
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     pre = record["preprocess"]
@@ -254,13 +256,14 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
     trained = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     began = time.time()
+    feed = TrainingFeed(run.source, run.tokenizer, settings.batch_size, range(start, end), device, workers=workers)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
-        images, captions = batch_part(run.source, step, settings.batch_size, rank * local, (rank + 1) * local)
-        x = to_model_input(images.to(device, non_blocking=True), size, pre["mean"], pre["std"])
+        images, tokens = next(feed)
+        x = to_model_input(images, size, pre["mean"], pre["std"])
         embedded = run.embedder(model, x)
         img = gather_with_grad(F.normalize(embedded.pooled, dim=-1))
-        text = F.normalize(model.encode_text(run.tokenizer(captions).to(device)), dim=-1)
+        text = F.normalize(model.encode_text(tokens), dim=-1)
         txt = gather_with_grad(text)
         negatives = valid = None
         if run.loss.background_negatives != "none":  # ECLIP with background negatives: the background pooled outside each mask
@@ -287,6 +290,7 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == end:
             checkpoint(step + 1)
+    feed.close()
     model.eval()
     if start == end and not (out / "config.json").exists():
         checkpoint(end)

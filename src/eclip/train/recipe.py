@@ -227,13 +227,12 @@ def _trained_size(adapter: DenseCLIP) -> int:
     return int(size or adapter.image_size[0])
 
 
-def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu", workers: int = 0,
+def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
               model: DenseCLIP | None = None) -> tuple[Run, FinetuneRecipe]:
     """The network, embedder, pair source and settings of `recipe`, and the recipe with its defaults resolved.
 
     Args:
         device: where the network lives.
-        workers: processes drawing synthetic scenes ahead of training (the batches are the same for any number).
         model: the loaded starting model, when the caller has it (else `recipe.start` is loaded).
     The resolved recipe (the data's image size filled in) is the output folder's `training` record.
     """
@@ -264,7 +263,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu", wor
         else make_embedder(adapter, recipe.pooling, loss.background_negatives)
     data = recipe.data
     if data.kind == "synthetic":
-        source = SyntheticPairs(seed=data.seed, workers=workers, image_size=size, max_objects=data.max_objects,
+        source = SyntheticPairs(seed=data.seed, image_size=size, max_objects=data.max_objects,
                                 caption_templates=CAPTION_SETS[data.captions])
     else:
         source = open_pairs(data.path, size, recipe.settings.seed)
@@ -285,6 +284,7 @@ def finetune(model: str | DenseCLIP | None, recipe: FinetuneRecipe, data: str | 
         data: "synthetic", a CSV / folder / shards path, or a DataRecipe; None takes the recipe's.
         resume: continue the run in `out` from its last checkpoint (the recipe must be the run's).
         device: under torchrun, "cuda" gives each rank its own GPU.
+        workers: DataLoader processes making the batches (the batches are the same with any number).
     Returns the run's losses and wall time; `out` then loads as a model (`eclip.models.load_model`).
     """
     from eclip.device import resolve_device
@@ -302,10 +302,7 @@ def finetune(model: str | DenseCLIP | None, recipe: FinetuneRecipe, data: str | 
         recipe = recipe.replace(data=data)
     device, joined = init_distributed(device)
     try:
-        run, _ = build_run(recipe, device=device, workers=workers, model=model if isinstance(model, DenseCLIP) else None)
-        try:
-            return train(run, Path(out), resume=resume, stop_after=stop_after, progress=progress)
-        finally:
-            getattr(run.source, "close", lambda: None)()
+        run, _ = build_run(recipe, device=device, model=model if isinstance(model, DenseCLIP) else None)
+        return train(run, Path(out), resume=resume, stop_after=stop_after, progress=progress, workers=workers)
     finally:
         leave_distributed(joined)
