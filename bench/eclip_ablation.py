@@ -17,7 +17,9 @@ options: +normalized (max over L2-normalised features), +current (masks from the
 trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
 +bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
 the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words; --shapes-data), +lrX
-(learning rate X), +stepsN (N steps).
+(learning rate X), +stepsN (N steps); the dense term: +dense (margin form) or +densesoft (softmax form), +dwX (its weight),
++marginX (its margin), with any head (`attention/similarity/0.6+dense`: the model's own head, the term's mask from the
+similarity source); zero-shot keepers: +visual (text tower frozen), +distillX, +l2spX (their weights). All options are ours.
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
         --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
@@ -55,7 +57,7 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
     core, *options = spec.split("+")
     head, *rest = core.split("/")
     changes: dict = {"pooling__head": head}
-    if head == "masked_max":
+    if rest or head == "masked_max":  # the mask of masked_max and of the dense term
         source = rest[0] if rest else "cls_attention"
         share = rest[1] if len(rest) > 1 else "0.6"
         changes["pooling__mask_source"] = source
@@ -77,6 +79,16 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
             changes["loss__background_negatives"] = "max" if option == "bgneg" else "avg"
         elif option in ("objects", "shapes"):
             captions = option
+        elif option in ("dense", "densesoft"):
+            changes["loss__dense"] = "margin" if option == "dense" else "softmax"
+        elif option.startswith("dw"):
+            changes["loss__dense_weight"] = float(option[2:])
+        elif option.startswith("margin"):
+            changes["loss__dense_margin"] = float(option[6:])
+        elif option.startswith("distill"):
+            changes["loss__distill"] = float(option[7:])
+        elif option.startswith("l2sp"):
+            changes["loss__l2sp"] = float(option[4:])
         elif option.startswith("lr"):
             changes["settings__lr"] = float(option[2:])
         elif option.startswith("steps"):
@@ -96,7 +108,7 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
 def describe(spec: str, recipe: FinetuneRecipe) -> dict:
     """The table's record of a setting: its name and the recipe fields the grid varies."""
     head = recipe.pooling
-    masked = head.head == "masked_max"
+    masked = head.head == "masked_max" or recipe.loss.dense != "none"
     share = f"top{head.mask_topk}" if head.mask_rule == "topk" else f"mass {head.mask_mass}"
     return {"setting": spec, "pooling": head.head, "mask_source": head.mask_source if masked else "-", "mask": share if masked else "-",
             "max_over": head.max_over, "mask_from": head.mask_from if masked else "-", "train": recipe.train,

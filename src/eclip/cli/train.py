@@ -24,7 +24,8 @@ FLAGS = {
     "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip",
     "pooling.head": "--pooling", "pooling.max_over": "--max-over", "pooling.mask_source": "--mask-source",
     "pooling.mask_rule": "--mask-rule", "pooling.mask_mass": "--mask-mass", "pooling.mask_topk": "--mask-topk",
-    "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives",
+    "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives", "loss.dense": "--dense",
+    "loss.dense_weight": "--dense-weight", "loss.dense_margin": "--dense-margin", "loss.distill": "--distill", "loss.l2sp": "--l2sp",
     "data.captions": "--captions", "data.seed": "--data-seed", "data.image_size": "--scene-size", "data.max_objects": "--max-objects",
     "data.path": "--data", "data.kind": "--data", "train": "--train", "start": "--model / --config", "recipe": "--recipe",
     "out": "--out", "resume": "--resume",
@@ -67,6 +68,18 @@ def train_command(
                                              help="masked_max: each caption must also beat the background of every image of the "
                                                   "batch, pooled outside each mask by the head's max or by the mean: none (default), "
                                                   "max, avg (ours; see README, ECLIP variants)."),
+    dense: str = typer.Option(None, "--dense",
+                              help="Dense term (ours): each caption's foreground tokens (the free-attention mask) must score above its "
+                                   "background tokens against the full caption embedding: none (default), margin, softmax. Any head."),
+    dense_weight: float = typer.Option(None, "--dense-weight", min=0.0, help="Weight of the dense term (1.0)."),
+    dense_margin: float = typer.Option(None, "--dense-margin", min=0.0, max=2.0,
+                                       help="margin form: the foreground's mean cosine above the background's by this much (0.1)."),
+    distill: float = typer.Option(None, "--distill", min=0.0,
+                                  help="Keep zero-shot (ours): weight of 1 - cosine of the served image embedding and the caption "
+                                       "embedding with the starting model's (0: off)."),
+    l2sp: float = typer.Option(None, "--l2sp", min=0.0,
+                               help="Keep zero-shot (ours): weight of the squared distance of the trained weights from the starting "
+                                    "weights, L2-SP (0: off). The text tower frozen is --train visual."),
     captions: str = typer.Option(None, "--captions",
                                  help="Synthetic captions: all (default) templates, objects (none names the background), "
                                       "or shapes (objects plus 'a photo of a star.'). With --data files: the set they hold, recorded."),
@@ -104,7 +117,8 @@ def train_command(
                                         mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from),
                          settings=_given(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
                                          seed=seed, checkpoint_every=checkpoint_every),
-                         loss=_given(background_negatives=background_negatives),
+                         loss=_given(background_negatives=background_negatives, dense=dense, dense_weight=dense_weight,
+                                     dense_margin=dense_margin, distill=distill, l2sp=l2sp),
                          data=data, data_options=_given(seed=data_seed, image_size=scene_size, max_objects=max_objects, captions=captions),
                          train_part=train_part)
     except EclipError as err:

@@ -54,6 +54,8 @@ class PooledEmbedder:
         mask = self.masks(images) if self.masks is not None else None
         pooled = pool(self.config, dense, native=native, mask=mask)
         out = ImageEmbedding(pooled, dense=dense if self.keep_dense else None, mask=mask)
+        if self.config.head == "masked_max":  # what the model serves: the same max, unmasked
+            out.served = pool(self.config, dense)
         if self.background_negatives != "none":
             background = ~mask
             out.valid = background.flatten(1).any(dim=1)

@@ -272,7 +272,7 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
         loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
         parts = {"contrastive": loss.detach()}
         for term in run.terms:  # the recipe's other loss terms, each already weighted
-            value = term(model, x, embedded, text)
+            value = term(model, x, tokens, embedded, text)
             parts[term.name] = value.detach()
             loss = loss + value
         optimizer.zero_grad(set_to_none=True)

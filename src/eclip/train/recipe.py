@@ -124,6 +124,9 @@ class FinetuneRecipe:
         if self.loss.background_negatives != "none" and self.pooling.head != "masked_max":
             raise RecipeError(f"`loss.background_negatives` {self.loss.background_negatives} needs the masked_max head "
                               f"(a mask to take the background from), not {self.pooling.head}")
+        if self.loss.dense != "none" and self.pooling.mask_source == "none":
+            raise RecipeError(f"`loss.dense` {self.loss.dense} needs a free-attention mask; "
+                              "`pooling.mask_source` none keeps every location")
 
     def replace(self, **changes: Any) -> FinetuneRecipe:
         """A copy with some fields changed; a section's field as `section__field` (e.g. settings__lr=1e-4)."""
@@ -240,7 +243,8 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     from eclip.data.synthetic import CAPTION_SETS
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, wrap_config
-    from eclip.train.finetune import make_embedder, model_config, trainable_filter
+    from eclip.train.finetune import frozen_copy, make_embedder, model_config, trainable_filter
+    from eclip.train.terms import make_terms
 
     start = recipe.start
     if start is None:
@@ -258,9 +262,12 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     net = adapter.model
     arch = base.get("arch", adapter.arch)
     trainable = trainable_filter(recipe.train, net, arch)
-    loss = recipe.loss
-    embedder = native_image_embedder if recipe.pooling.is_native and loss.background_negatives == "none" \
-        else make_embedder(adapter, recipe.pooling, loss.background_negatives)
+    loss, head = recipe.loss, recipe.pooling
+    dense = loss.dense != "none"
+    masked = head.head == "masked_max" or dense
+    teacher = frozen_copy(adapter) if loss.distill or (masked and head.mask_from == "frozen") else None
+    embedder = native_image_embedder if head.is_native and loss.background_negatives == "none" and not dense \
+        else make_embedder(adapter, head, loss.background_negatives, masks=dense, keep_dense=dense, frozen=teacher)
     data = recipe.data
     if data.kind == "synthetic":
         source = SyntheticPairs(seed=data.seed, image_size=size, max_objects=data.max_objects,
@@ -269,7 +276,8 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
         source = open_pairs(data.path, size, recipe.settings.seed)
     record = {**base, "pooling": recipe.pooling.to_json(), "training": recipe.record()}
     run = Run(model=net, tokenizer=adapter.tokenizer, source=source, settings=recipe.settings, record=record, embedder=embedder,
-              trainable=trainable, loss=loss, batchnorm_eval=start.model is not None and arch == "resnet")
+              trainable=trainable, loss=loss, terms=make_terms(loss, net, trainable, teacher),
+              batchnorm_eval=start.model is not None and arch == "resnet")
     return run, recipe
 
 
