@@ -159,6 +159,33 @@ def test_fine_tune_deltas_rebuild_the_model(tmp_path):
     assert all(torch.equal(rebuilt[k], expected[k]) for k in expected)
 
 
+def test_the_gpu_script_runs_settings_that_parse_and_packs_what_validation_selects():
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from eclip_ablation import parse_setting
+    from train_bundled import select_issue20
+
+    from eclip.train.recipe import DataRecipe, Start
+
+    listed = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_issue20.sh"), "--settings"], capture_output=True, text=True, check=True)
+    base = FinetuneRecipe(start=Start(model="synth-vit"), data=DataRecipe.from_spec("pairs-all", captions="all"))
+    files = {"all": "pairs-all", "objects": "pairs-objects", "shapes": "pairs-shapes"}
+    for line in listed.stdout.splitlines():
+        arch, settings = line.split(": ")
+        recipes = [parse_setting(spec, base, files) for spec in settings.split()]
+        assert {r.pooling.head for r in recipes} >= {"masked_max", "attention"} and any(r.loss.dense != "none" for r in recipes), arch
+        assert any(r.loss.distill for r in recipes) and any(r.loss.l2sp for r in recipes) and any(r.train == "visual" for r in recipes)
+
+    def row(setting, msc, zero_shot):
+        return {"setting": setting, "validation": {"score_contrast": msc, "zero_shot": zero_shot}, "test": {}}
+
+    rows = [row("vanilla", -0.06, 0.60), row("a", 0.10, 0.50), row("b", 0.15, 0.55), row("c", 0.05, 0.595), row("d", 0.02, 0.62)]
+    assert select_issue20(rows) == ["b", "c"]  # the best mSC, and the best within one point of zero-shot
+    assert select_issue20(rows[:3]) == ["b"]
+
+
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_specific_itsm_reads_the_text_minus_the_shared_part(arch):
     from eclip.methods.base import get_method
