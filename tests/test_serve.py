@@ -119,7 +119,7 @@ def test_pairs_are_read_from_the_model_configs(tmp_path, monkeypatch):
         path = tmp_path / name
         path.mkdir()
         config = {"format": "eclip-model/1", "pooling": {"head": head} if head else None,
-                  "training": {"extra": {"start": {"model": start}}} if start else {}}
+                  "training": {"start": {"model": start}} if start else {}}
         (path / "config.json").write_text(json.dumps(config))
         return path
 
@@ -140,7 +140,7 @@ def test_the_bundled_pairs_are_fine_tunes_of_their_vanilla_model():
     assert pairs, "the bundled models should hold at least one vanilla / ECLIP pair"
     for vanilla, tuned in pairs.items():
         config = json.loads((bundled_dir(tuned) / "config.json").read_text())
-        assert config["training"]["extra"]["start"]["model"] == vanilla and config["pooling"]["head"] != "attention"
+        assert config["training"]["start"]["model"] == vanilla and config["pooling"]["head"] != "attention"
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [

@@ -61,7 +61,7 @@ def bundled_fine_tunes() -> dict[str, list[str]]:
     """Bundled model -> the bundled models fine-tuned from it, read from the fine-tunes' own config.json.
 
     A bundled model is a fine-tune of the bundled model its training started from
-    (`training.extra.start.model`) when its pooling head is not the original `attention` head.
+    (`training.start.model`) when its pooling head is not the original `attention` head.
     ECLIP's own head (`masked_max`) comes first, then the others by name. Names are not parsed: a
     fine-tune renamed or retrained keeps its pairing through its config.
     """
@@ -73,7 +73,7 @@ def bundled_fine_tunes() -> dict[str, list[str]]:
         except (OSError, ValueError):
             continue
         head = (config.get("pooling") or {}).get("head", "attention")
-        start = (((config.get("training") or {}).get("extra") or {}).get("start") or {}).get("model")
+        start = (((config.get("training") or {}).get("start")) or {}).get("model")
         if start in present and start != name and head != "attention":
             found.setdefault(start, []).append((head != "masked_max", name))
     return {base: [name for _, name in sorted(tunes)] for base, tunes in found.items()}
@@ -124,13 +124,18 @@ def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None
     from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
 
     model, config = load_model_folder(path, device)
+    return wrap_config(model, config, name=name or str(path))
+
+
+def wrap_config(model: torch.nn.Module, config: dict, name: str) -> DenseCLIP:
+    """The adapter of an open_clip CLIP described by an eclip model config (tokenizer, preprocessing, pooling head)."""
     ctx = int(config["open_clip"]["text_cfg"].get("context_length", 77))
     tok, count = simple_tokenizer(ctx)
     pre = config.get("preprocess", {})
     adapter = wrap(
         model,
         tok,
-        name=name or str(path),
+        name=name,
         image_size=_as_size(pre.get("image_size", config["open_clip"]["vision_cfg"].get("image_size", 224))),
         mean=pre.get("mean", OPENAI_MEAN),
         std=pre.get("std", OPENAI_STD),
