@@ -203,7 +203,7 @@ def row(record: dict, result: dict, method: str, wall: float | None) -> dict:
     for name, metrics in result.items():
         m = metrics[method]
         out[name] = {"zero_shot": metrics["zero_shot"]["top1"], "fg_iou": m["fg_iou"], "threshold": m["threshold"],
-                     "score_contrast": m["score_contrast"], "inverted_rate": m["inverted_rate"], "pointing": m["pointing"]}
+                     "score_contrast": m["msc"] / 100, "inverted_rate": m["inverted_rate"], "pointing": m["pointing_game"]}
     return out
 
 
