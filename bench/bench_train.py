@@ -154,7 +154,7 @@ def eclip_child(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            loop.train(model, config, source, tokenizer, Path(tmp) / "run", settings, image_embedder=embedder, progress=False,
+            loop.train(loop.Run(model, tokenizer, source, settings, config, embedder=embedder), Path(tmp) / "run", progress=False,
                        workers=args.workers)
         except _Stop:
             pass

@@ -13,7 +13,7 @@ from eclip.data.loader import IndexedBatches, TrainingFeed
 from eclip.data.pairs import CsvPairs, FolderPairs, SyntheticPairs, open_pairs
 from eclip.data.synthetic import batch_of_scenes
 from eclip.models.loading import simple_tokenizer
-from eclip.train.loop import TrainSettings, to_model_input, train
+from eclip.train.loop import Run, TrainSettings, to_model_input, train
 from eclip.train.losses import clip_loss
 
 CONFIG = TINY_VIT_CONFIG
@@ -44,7 +44,7 @@ def _png(colour: str, size=(20, 12)) -> bytes:
 def test_first_loss_is_the_old_loops_and_workers_change_no_number(tmp_path):
     """The loss of step 0 as the loop computed it before batches came from a DataLoader, and whole runs with 0 and 2 workers."""
     tok, _ = simple_tokenizer(16)
-    runs = [train(_model(), CONFIG, _synthetic(), tok, tmp_path / f"w{w}", _settings(), progress=False, workers=w) for w in (0, 2)]
+    runs = [train(Run(_model(), tok, _synthetic(), _settings(), CONFIG), tmp_path / f"w{w}", progress=False, workers=w) for w in (0, 2)]
     assert runs[0].losses == runs[1].losses and len(runs[0].losses) == 4
     model = _model().train()
     torch.manual_seed(0)
@@ -57,9 +57,9 @@ def test_first_loss_is_the_old_loops_and_workers_change_no_number(tmp_path):
 
 def test_a_run_resumed_with_workers_continues_exactly(tmp_path):
     tok, _ = simple_tokenizer(16)
-    full = train(_model(), CONFIG, _synthetic(), tok, tmp_path / "full", _settings(), progress=False)
-    part = train(_model(), CONFIG, _synthetic(), tok, tmp_path / "part", _settings(), stop_after=2, progress=False, workers=2)
-    resumed = train(_model(), CONFIG, _synthetic(), tok, tmp_path / "part", _settings(), resume=True, progress=False, workers=2)
+    full = train(Run(_model(), tok, _synthetic(), _settings(), CONFIG), tmp_path / "full", progress=False)
+    part = train(Run(_model(), tok, _synthetic(), _settings(), CONFIG), tmp_path / "part", stop_after=2, progress=False, workers=2)
+    resumed = train(Run(_model(), tok, _synthetic(), _settings(), CONFIG), tmp_path / "part", resume=True, progress=False, workers=2)
     assert part.losses == full.losses[:2]
     assert resumed.losses == pytest.approx(full.losses, abs=1e-6)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from helpers import make_adapter, make_open_clip, random_images
 
 import eclip.models.vit as vit
-from eclip.errors import OptionError
+from eclip.errors import OptionError, RecipeError
 from eclip.precision import autocast, grad_scaler, resolve_precision, with_autocast
 from eclip.train.grad_checkpointing import enable_grad_checkpointing
 from eclip.train.losses import clip_loss, local_clip_loss
@@ -128,15 +128,15 @@ def test_train_options_change_speed_and_memory_not_the_numbers(tmp_path):
     from eclip.models.folder import build_open_clip
     from eclip.models.loading import simple_tokenizer
     from eclip.train.checkpoint import load_state
-    from eclip.train.loop import TrainSettings, train
+    from eclip.train.loop import Run, TrainSettings, train
 
     tok, _ = simple_tokenizer(16)
 
     def run(name, stop_after=None, resume=False, **options):
         torch.manual_seed(0)
         settings = TrainSettings(steps=4, batch_size=6, lr=2e-3, warmup=1, checkpoint_every=2, **options)
-        return train(build_open_clip(TINY_VIT_CONFIG), TINY_VIT_CONFIG, SyntheticPairs(seed=5, image_size=32, max_objects=2), tok,
-                     tmp_path / name, settings, progress=False, stop_after=stop_after, resume=resume).losses
+        run = Run(build_open_clip(TINY_VIT_CONFIG), tok, SyntheticPairs(seed=5, image_size=32, max_objects=2), settings, TINY_VIT_CONFIG)
+        return train(run, tmp_path / name, progress=False, stop_after=stop_after, resume=resume).losses
 
     exact = run("fp32")
     assert run("ckpt", grad_checkpointing=True) == pytest.approx(exact, abs=1e-5)
@@ -146,5 +146,5 @@ def test_train_options_change_speed_and_memory_not_the_numbers(tmp_path):
     run("fp16", stop_after=2, precision="fp16")
     assert load_state(tmp_path / "fp16")["scaler"]["scale"] > 0  # the loss scale is part of the state
     assert len(run("fp16", resume=True, precision="fp16")) == 4
-    with pytest.raises(OptionError, match="'half'"):
+    with pytest.raises(RecipeError, match="settings.precision"):
         TrainSettings(precision="half")

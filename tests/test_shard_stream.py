@@ -14,7 +14,7 @@ from eclip.data.pairs import open_pairs
 from eclip.data.shard_stream import WebDatasetPairs
 from eclip.models.loading import simple_tokenizer
 from eclip.train.checkpoint import load_state
-from eclip.train.loop import TrainSettings, train
+from eclip.train.loop import Run, TrainSettings, train
 
 TOK, _ = simple_tokenizer(16)
 
@@ -132,8 +132,9 @@ def test_a_killed_run_on_shards_stores_the_stream_position_and_resumes(tmp_path)
 
     def run(**kw):
         torch.manual_seed(0)
-        return train(build_open_clip(TINY_VIT_CONFIG), TINY_VIT_CONFIG, open_pairs(str(tmp_path / "s"), 32), TOK, tmp_path / "run",
-                     TrainSettings(steps=8, batch_size=3, lr=1e-3, warmup=1, checkpoint_every=4), progress=False, workers=2, **kw)
+        settings = TrainSettings(steps=8, batch_size=3, lr=1e-3, warmup=1, checkpoint_every=4)
+        run = Run(build_open_clip(TINY_VIT_CONFIG), TOK, open_pairs(str(tmp_path / "s"), 32), settings, TINY_VIT_CONFIG)
+        return train(run, tmp_path / "run", progress=False, workers=2, **kw)
 
     run(stop_after=4)  # each worker: two batches of 3, all 6 samples of its 2 shards
     assert load_state(tmp_path / "run")["data"] == {"world": 1, "workers": 2, "positions": {"0:0": [0, 2], "0:1": [0, 2]}}
