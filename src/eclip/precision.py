@@ -43,6 +43,16 @@ def resolve_precision(precision: str | None, device: torch.device | str, cuda_de
     return check_precision(cuda_default) if torch.device(device).type == "cuda" else "fp32"
 
 
+#: Methods that run in float32 whatever the precision asked for, and why (measured: bench/precision_maps.py).
+FP32_METHODS: dict[str, str] = {}
+
+
+def method_precision(method: str, precision: str) -> str:
+    """The precision `method` (a name, options allowed: "name:key=value") runs in when `precision` is asked for."""
+    name = method.split(":", 1)[0]
+    return "fp32" if name in FP32_METHODS else check_precision(precision)
+
+
 def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
     """The context a forward pass runs in: nothing for fp32, `torch.autocast` to bf16 / fp16 otherwise."""
     if check_precision(precision) == "fp32":
