@@ -121,14 +121,14 @@ def _as_size(value) -> tuple[int, int]:
 
 def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None = None) -> DenseCLIP:
     """An eclip model folder -> adapter (with its pooling head, when it has one)."""
-    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
-
     model, config = load_model_folder(path, device)
     return wrap_config(model, config, name=name or str(path))
 
 
 def wrap_config(model: torch.nn.Module, config: dict, name: str) -> DenseCLIP:
     """The adapter of an open_clip CLIP described by an eclip model config (tokenizer, preprocessing, pooling head)."""
+    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
+
     ctx = int(config["open_clip"]["text_cfg"].get("context_length", 77))
     tok, count = simple_tokenizer(ctx)
     pre = config.get("preprocess", {})
@@ -149,7 +149,7 @@ def wrap_config(model: torch.nn.Module, config: dict, name: str) -> DenseCLIP:
         try:
             adapter.pooling = PoolingConfig.from_json(config["pooling"])
         except (EclipError, TypeError, ValueError) as err:
-            raise ModelLoadError(f"{Path(path) / CONFIG_NAME}: pooling: {err}; fix the value or re-export the model folder") from err
+            raise ModelLoadError(f"{name}: pooling: {err}; fix the value in its {CONFIG_NAME} or re-export the model folder") from err
     return adapter
 
 
