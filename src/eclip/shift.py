@@ -16,15 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from eclip.data.sample import Sample
 from eclip.evaluation.maps import Panel, panel_maps, prepare
+from eclip.evaluation.runner import SampleList
 from eclip.methods.base import Method
 from eclip.models.adapter import DenseCLIP
-
-#: Reasons a record keeps as examples (as `eclip.evaluation.sources.MAX_EXAMPLES`).
-MAX_EXAMPLES = 20
 
 
 def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int = 3) -> list[Sample]:
@@ -39,7 +35,6 @@ def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int 
             for i, scene in enumerate(SceneStream(seed, config, count=n))]
 
 
-@torch.no_grad()
 def measure(
     model: DenseCLIP,
     methods: dict[str, Method],
@@ -75,7 +70,6 @@ def measure(
     the sums added up as `eclip evaluate` does.
     """
     from eclip.evaluation import EvalConfig, Evaluation
-    from eclip.evaluation.runner import SampleList
     from eclip.evaluation.sources import ModelSource
     from eclip.evaluation.zeroshot import zero_shot_accuracy
 
@@ -114,21 +108,22 @@ def shift_figure(
 
 
 def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int
-                 ) -> tuple[list[Sample], list[str], str, list[tuple[str, str]]]:
-    """(samples, classnames, description, skipped): the first `n` images of a dataset folder, or `n`
-    held-out synthetic scenes of `seed`; `skipped` are the (image id, reason) a folder could not use."""
+                 ) -> tuple[SampleList, str, list[tuple[str, str]]]:
+    """(samples, description, skipped): the first `n` images of a dataset folder, decoded, or `n` held-out
+    synthetic scenes of `seed`; `skipped` are the (image id, reason) of the images a folder could not use."""
     from eclip.data.registry import open_dataset
     from eclip.data.synthetic import CLASSNAMES
     from eclip.errors import DatasetError
 
     if data is None:
-        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px", []
+        return (SampleList(synthetic_samples(seed, n, scene_size), CLASSNAMES, "synthetic"),
+                f"{n} synthetic scenes, seed {seed}, {scene_size} px", [])
     opened = open_dataset(dataset, data, limit=n)
     samples = list(opened)
     if not samples:
         raise DatasetError(f"{data}: no usable image among its first {len(opened)} ({len(opened.skipped)} skipped); "
                            "check the folder, or give another one")
-    return samples, list(opened.classnames), f"{len(samples)} images of {data}", list(opened.skipped)
+    return SampleList(samples, opened.classnames, opened.name), f"{len(samples)} images of {data}", list(opened.skipped)
 
 
 @dataclass
@@ -166,17 +161,18 @@ def shift_report(
     """
     from eclip.data.synthetic import TEST_SEED
     from eclip.evaluation.output import write_results
+    from eclip.evaluation.sources import MAX_EXAMPLES
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.report.tables import write_markdown
 
     seed = TEST_SEED if seed is None else seed
-    samples, classnames, described, skipped = open_samples(data, dataset, n, seed, scene_size)
+    samples, described, skipped = open_samples(data, dataset, n, seed, scene_size)
     explainers = {name: get_method(name) for name in methods}
     adapters = {name: load_model(name, pretrained, device=device) for name in models}
     records = []
     for name, adapter in adapters.items():
-        result = measure(adapter, explainers, samples, classnames, templates, batch_size, dataset=dataset if data else "synthetic",
+        result = measure(adapter, explainers, samples.samples, samples.classnames, templates, batch_size, dataset=samples.name,
                          model_label=name)
         zero_shot = result.pop("zero_shot")
         for record in result.values():
@@ -195,5 +191,5 @@ def shift_report(
         if "free_attention" in explainers and first != "free_attention":
             name, adapter = next(iter(adapters.items()))
             panels.append(Panel(f"{name} · free attention", adapter, explainers["free_attention"]))
-        files.append(shift_figure(samples[:figure], panels, classnames, Path(out) / "shift.png", templates))
+        files.append(shift_figure(samples.samples[:figure], panels, samples.classnames, Path(out) / "shift.png", templates))
     return ShiftReport(records, described, skipped, files)
