@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def record_skip(skipped: list[tuple[str, str]], name: str, reason: str) -> None:
+    """Log and record one bad entry of a pair source (`skipped`: the source's list the CLI reports)."""
+    reason = reason.removeprefix(f"{name}: ")  # an ImageLoadError names the file already
+    log.warning("skipped %s: %s", name, reason)
+    skipped.append((name, reason))
+
+
 class PairSource(Protocol):
     """Anything that yields (images (N, 3, H, W), N captions) for a batch index: images uint8 (0..255) or float in [0, 1]."""
 
@@ -110,9 +117,7 @@ class FilePairs:
         raise NotImplementedError
 
     def _skip(self, name: str, reason: str) -> None:
-        reason = reason.removeprefix(f"{name}: ")  # an ImageLoadError names the file already
-        log.warning("skipped %s: %s", name, reason)
-        self.skipped.append((name, reason))
+        record_skip(self.skipped, name, reason)
 
     def _check_not_empty(self, where: str) -> None:
         if not self.names:
@@ -170,7 +175,7 @@ def read_caption(data: bytes) -> str | None:
     return _clean_caption(text)
 
 
-_NOT_TEXT = "caption file is binary, not UTF-8 text"
+NOT_TEXT = "caption file is binary, not UTF-8 text"
 
 
 class CsvPairs(FilePairs):
@@ -223,7 +228,7 @@ class FolderPairs(FilePairs):
             text = image.with_suffix(".txt")
             caption = read_caption(text.read_bytes()) if text.is_file() else ""
             if caption is None:
-                self._skip(str(image), f"{text.name}: {_NOT_TEXT}")
+                self._skip(str(image), f"{text.name}: {NOT_TEXT}")
                 continue
             if not caption:
                 self._skip(str(image), f"no caption ({text.name} missing or empty)")

@@ -38,13 +38,12 @@ from typing import Any
 import torch
 
 from eclip.data.loader import PairBatch, Tokenizer, take_skipped, unit_float
-from eclip.data.pairs import decode_rgb, read_caption
+from eclip.data.pairs import NOT_TEXT, decode_rgb, read_caption, record_skip
 from eclip.errors import DatasetError, ImageLoadError
 
 log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
-_NOT_TEXT = "caption file is binary, not UTF-8 text"
 
 
 def _reraise(err: Exception) -> bool:
@@ -88,9 +87,7 @@ class WebDatasetPairs:
         return ShardBatches(self, rank, world, max(1, workers), batch_size, tokenizer, as_float, starts(state, world, max(1, workers)))
 
     def _skip(self, name: str, reason: str) -> None:
-        reason = reason.removeprefix(f"{name}: ")  # an ImageLoadError names the file already
-        log.warning("skipped %s: %s", name, reason)
-        self.skipped.append((name, reason))
+        record_skip(self.skipped, name, reason)
 
     def read(self, shards: list[str], first: int, progress: _Progress) -> Iterator[dict]:
         """Samples (dicts of member bytes, `__key__`, `__url__`, `__shard__`) of shards[first:], one open shard at a time."""
@@ -118,7 +115,7 @@ class WebDatasetPairs:
             return None
         caption = read_caption(sample["txt"])
         if not caption:
-            self._skip(name, _NOT_TEXT if caption is None else "empty caption")
+            self._skip(name, NOT_TEXT if caption is None else "empty caption")
             return None
         try:
             return decode_rgb(image, name, self.image_size), caption
