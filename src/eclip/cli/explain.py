@@ -60,6 +60,8 @@ def explain_command(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast for the maps (methods that need "
+                                  "float32 keep it; see the README's precision table)."),
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores).
 
@@ -69,9 +71,11 @@ def explain_command(
     from eclip.cli.checks import check_pretrained, check_template, check_texts
     from eclip.device import resolve_device
     from eclip.methods.base import get_method
+    from eclip.precision import check_precision
     from eclip.writing import check_output_folder
 
     explainer = get_method(method)
+    check_precision(precision)
     check_template(template)
     check_pretrained(model, pretrained)
     resolve_device(device)
@@ -91,7 +95,8 @@ def explain_command(
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size),
+    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size,
+                                     precision=precision),
                        total=len(paths), desc="explain", unit="image", file=sys.stderr):
         if not isinstance(result, Explained):
             failed += 1

@@ -29,6 +29,8 @@ def shift_command(
                              help="Output folder: shift.json (records as `eclip evaluate` writes them), shift.csv, shift.md, shift.png."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast for the maps (methods that need "
+                                  "float32 keep it; see the README's precision table)."),
 ) -> None:
     """Inverted rate and mean score contrast of each model's maps (ITSM by default) next to the free attention.
 
@@ -40,18 +42,21 @@ def shift_command(
     """
     from eclip.cli.checks import check_methods, check_template
     from eclip.device import resolve_device
+    from eclip.precision import check_precision
     from eclip.writing import check_output_folder
 
     check_template(template)
     resolve_device(device)
     check_output_folder(out)
     check_methods(method)
+    check_precision(precision)
 
     from eclip.report.tables import markdown_table
     from eclip.shift import shift_report
 
     report = shift_report(out, model, method, data=data, dataset=dataset, n=n, seed=seed, scene_size=scene_size, pretrained=pretrained,
-                          templates=template, figure=figure, batch_size=batch_size, device=device)
+                          templates=template, figure=figure, batch_size=batch_size, device=device,
+                          precision=precision)
     for image_id, reason in report.skipped[:20]:
         typer.echo(f"eclip: skipped {image_id}: {reason}", err=True)
     typer.echo(f"Semantic shift on {report.described}\n{markdown_table(report.records)}\n"
