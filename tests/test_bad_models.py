@@ -247,6 +247,7 @@ def test_cached_weights_load_without_the_network(offline_hub, monkeypatch):
     assert constants.HF_HUB_OFFLINE is False
 
 
+@pytest.mark.slow
 def test_the_command_line_says_offline_in_one_line_with_its_options(tmp_path):
     """`eclip explain --model ViT-B-16 --pretrained openai` with the hub out of reach: one line naming the options, no retries."""
     import os
