@@ -92,7 +92,11 @@ class EvalConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        from eclip.methods.base import get_method
+
         self.root = None if self.root is None else Path(self.root)
+        # one record per method as `get_method` spells it: "naclip:sigma=5.0" and "naclip:sigma=5" are one method
+        self.methods = list(dict.fromkeys(get_method(spec).label for spec in self.methods))
         self.maps_dir = None if self.maps_dir is None else Path(self.maps_dir)
         problems = []
         if not self.models and self.maps_dir is None:
