@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from eclip.models.adapter import DenseCLIP
 
@@ -123,16 +124,19 @@ class ViTAdapter(DenseCLIP):
         """The patch-embedding convolution, for methods that run it with another stride (phrase localisation)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its patch convolution")
 
+    @property
     @abstractmethod
-    def _class_embedding(self) -> torch.Tensor:
-        """(C,) class token."""
+    def class_embedding(self) -> torch.Tensor:
+        """(C,) the learned class token."""
+
+    @property
+    @abstractmethod
+    def pos_embedding(self) -> torch.Tensor:
+        """(1 + h0*w0, C) the learned position embedding at the training grid (class token first); read, never edited."""
 
     @abstractmethod
-    def _pos_embedding(self) -> torch.Tensor:
-        """(1 + h0*w0, C) learned position embedding at the training grid."""
-
-    @abstractmethod
-    def _ln_pre(self, x: torch.Tensor) -> torch.Tensor: ...
+    def ln_pre(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C) the norm applied to the embedded tokens before the first block."""
 
     @abstractmethod
     def _ln_post(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -142,6 +146,7 @@ class ViTAdapter(DenseCLIP):
         """(..., C) -> (..., D) the visual projection into the joint space."""
 
     pool_type: str = "tok"  # "tok": the class token is the pooled output; "avg": mean of patch tokens
+    grad_checkpointing: bool = False  # recompute each block's activations in the backward (training memory)
 
     # ------------------------------------------------------------- the pass
     @property
@@ -153,12 +158,12 @@ class ViTAdapter(DenseCLIP):
         x = self._patch_embed(images.to(self.dtype))
         b, c, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
-        cls = self._class_embedding().to(x.dtype).view(1, 1, c).expand(b, 1, c)
+        cls = self.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
         x = torch.cat([cls, x], dim=1)
-        pos = self._pos_embedding()
+        pos = self.pos_embedding
         side = int(round((pos.shape[0] - 1) ** 0.5))
         x = x + interpolate_pos_embed(pos, (side, side), (h, w)).to(x.dtype)
-        return self._ln_pre(x)
+        return self.ln_pre(x)
 
     def forward_blocks(
         self,
@@ -169,8 +174,9 @@ class ViTAdapter(DenseCLIP):
     ) -> tuple[torch.Tensor, list[BlockRecord]]:
         """Run blocks [start, end) on tokens x (B, T, C); return the output and per-block records."""
         records: list[BlockRecord] = []
+        recompute = self.grad_checkpointing and not record and torch.is_grad_enabled()  # eclip.train.grad_checkpointing
         for block in self.blocks[start:end]:
-            x, rec = run_block(block, x, record=record)
+            x, rec = checkpoint(run_block, block, x, use_reentrant=False) if recompute else run_block(block, x, record=record)
             if rec is not None:
                 records.append(rec)
         return x, records
