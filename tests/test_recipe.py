@@ -12,8 +12,8 @@ from eclip.errors import RecipeError
 from eclip.models.loading import BUNDLED, bundled_dir, load_model
 from eclip.models.pooling import PoolingConfig
 from eclip.train import DataRecipe, FinetuneRecipe, LossTerms, Start, TrainSettings, build_run, finetune, read_recipe, recipe_of
-from eclip.train.finetune import make_embedder
 from eclip.train.loop import train
+from eclip.train.parts import make_embedder
 
 ECLIP = FinetuneRecipe(pooling=PoolingConfig(head="masked_max", mask_source="similarity", mask_mass=0.5),
                        loss=LossTerms(background_negatives="max"),
