@@ -32,6 +32,13 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return load_model(str(folder)).model.state_dict()
 
 
+def test_finetune_is_the_one_call_whatever_was_imported_before():
+    import eclip.train
+    import eclip.train.parts  # noqa: F401  (a submodule named `finetune` used to replace the function on the package)
+
+    assert eclip.train.finetune is finetune and callable(eclip.train.finetune)
+
+
 def test_a_recipe_round_trips_through_json_and_the_model_record():
     recipe = ECLIP.replace(start=Start(model="synth-vit"), train="last:2")
     assert FinetuneRecipe.from_json(json.loads(json.dumps(recipe.to_json()))) == recipe
