@@ -99,7 +99,7 @@ def eclip_child(args: argparse.Namespace) -> dict:
     from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
     from eclip.models.loading import wrap
     from eclip.models.pooling import PoolingConfig
-    from eclip.train.finetune import make_embedder
+    from eclip.train.parts import make_embedder
 
     device = torch.device(args.device)
     if device.type == "cuda":  # as `eclip train --device cuda` and open_clip's trainer

@@ -16,9 +16,9 @@ from eclip.data.pairs import CsvPairs, FolderPairs, batch_part, open_pairs
 from eclip.data.shard_stream import WebDatasetPairs
 from eclip.errors import DatasetError, RecipeError
 from eclip.models.pooling import PoolingConfig
-from eclip.train.finetune import make_embedder, trainable_filter
 from eclip.train.loop import Run, TrainSettings, average_gradients, gather_with_grad, to_model_input, train
 from eclip.train.losses import clip_loss
+from eclip.train.parts import make_embedder, trainable_filter
 
 CONFIG = TINY_VIT_CONFIG
 HEAD = PoolingConfig(head="masked_max", mask_source="cls_attention", mask_mass=0.6)

@@ -24,8 +24,8 @@ from eclip.data.synthetic import (
 )
 from eclip.errors import RecipeError
 from eclip.models.pooling import PoolingConfig
-from eclip.train.finetune import make_embedder
 from eclip.train.losses import LossTerms, clip_loss
+from eclip.train.parts import make_embedder
 from eclip.train.recipe import FinetuneRecipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -83,7 +83,7 @@ def train_command(
                                    "background tokens against the full caption embedding: none (default), margin, softmax. Any head."),
     dense_weight: float = typer.Option(None, "--dense-weight", min=0.0, help="Weight of the dense term (1.0)."),
     dense_margin: float = typer.Option(None, "--dense-margin", min=0.0, max=2.0,
-                                       help="margin form: the foreground's mean cosine above the background's by this much (0.1)."),
+                                       help="margin form: the foreground's mean cosine above the background's by this much (0.3)."),
     distill: float = typer.Option(None, "--distill", min=0.0,
                                   help="Keep zero-shot (ours): weight of 1 - cosine of the served image embedding and the caption "
                                        "embedding with the starting model's (0: off)."),
