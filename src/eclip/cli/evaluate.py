@@ -56,6 +56,10 @@ def evaluate_command(
     template: str = options.template(help=f"{options.TEMPLATE_HELP} Default: imagenet (the 80 CLIP templates); single for "
                                           "synthetic."),
     batch_size: int = options.batch_size(16),
+    workers: int = options.workers("DataLoader processes decoding the images ahead of the model (0: in this process); the results "
+                                   "do not change."),
+    precision: str = options.precision("fp32", "fp32, or bf16 / fp16 autocast for the maps (see the README's precision table; "
+                                               "methods that need float32 keep it)."),
     device: str = options.device(),
     threshold_step: float = typer.Option(0.05, "--threshold-step", metavar="STEP", min=0.001, max=1.0, callback=_threshold_step,
                                          help="Step of the IoU threshold grid 0..1 (it must divide 1)."),
@@ -102,7 +106,8 @@ def evaluate_command(
                         methods=list(method), maps_dir=maps, pretrained=pretrained, limit=limit, templates=template,
                         batch_size=batch_size, device=device, threshold_step=threshold_step, pointing_tolerance=pointing_tolerance,
                         perturbation=perturbation, deletion_steps=deletion_steps, perturbation_baseline=baseline,
-                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task)
+                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task,
+                        workers=workers, precision=precision)
     result = evaluate_to(config, out, resume=resume, progress=progress)
     if result.paths is None:  # another rank than 0 of torchrun: rank 0 reports
         return

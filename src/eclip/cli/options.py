@@ -98,6 +98,11 @@ def batch_size(default: int | None, help: str = "Images per forward pass.") -> A
     return _option(default, "--batch-size", metavar="N", min=1, help=help)
 
 
+def precision(default: str | None, help: str) -> Any:
+    """The floating-point format of the work: fp32, or bf16 / fp16 under autocast (checked by the library, `eclip.precision`)."""
+    return _option(default, "--precision", metavar="fp32|bf16|fp16", help=help)
+
+
 def workers(help: str) -> Any:
     """Background processes (DataLoader workers, shard writers); 0 works in the verb's own process."""
     return _option(0, "--workers", metavar="N", min=0, help=help)
