@@ -198,6 +198,8 @@ def finished_run(tmp_path_factory) -> Path:
     ("scheduler", _set("scheduler", "last_epoch", value="2")),
     ("rng", _set("rng", "python", value="seed")),
     ("model", _set("model", value=[])),
+    ("data", _set("data", value={"world": "2", "workers": 1, "positions": {}})),
+    ("scaler", _set("scaler", value={"scale": "big"})),
 ])
 def test_a_state_field_of_the_wrong_type_is_one_line_naming_the_file_and_field(finished_run, tmp_path, field, change):
     import shutil

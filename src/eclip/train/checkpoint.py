@@ -111,6 +111,18 @@ def _optimizer(value: Any) -> bool:
                                  and _is_number(g.get("lr")) for g in value["param_groups"])
 
 
+def _data_position(value: Any) -> bool:
+    """Where a stream of shards resumes (`eclip.data.loader.TrainingFeed.state`): {} or the layout and per-stream positions."""
+    if not isinstance(value, dict):
+        return False
+    if not value:
+        return True
+    positions = value.get("positions")
+    return (_is_int(value.get("world")) and _is_int(value.get("workers")) and isinstance(positions, dict)
+            and all(isinstance(k, str) and isinstance(p, list) and len(p) == 2 and all(_is_int(x) and x >= 0 for x in p)
+                    for k, p in positions.items()))
+
+
 #: Each field a training state's header holds -> (what it must be, the check). Every field read back is checked here,
 #: so a file edited by hand or by a hostile party is one line naming the field, never a failure deep in torch.
 _FIELDS = {
@@ -125,16 +137,20 @@ _FIELDS = {
     "rng": ("the RNG states: `torch` (a uint8 tensor), `numpy` (an MT19937 state), `python` (random.getstate())",
             lambda v: isinstance(v, dict) and isinstance(v.get("torch"), torch.Tensor) and v["torch"].dtype == torch.uint8
             and _numpy_rng(v.get("numpy")) and _python_rng(v.get("python"))),
+    "data": ("where the data resumes: {} or `world`, `workers` and `positions` (stream -> [epoch, shard])", _data_position),
+    "scaler": ("a loss scaler's state: named numbers", lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values())),
 }
+#: Fields that states written by earlier versions lack; a state without them resumes as before.
+_OPTIONAL = ("run", "data", "scaler")
 
 
 def check_state_fields(state: dict[str, Any], path: Path) -> None:
     """Every field of a loaded training state has the type it was saved with (`CheckpointError` naming the first that has not).
 
-    `run` may be missing (states from before runs were compared); every other field must be there.
+    The fields of `_OPTIONAL` may be missing (states of earlier versions); every other field must be there.
     """
     for field, (wanted, check) in _FIELDS.items():
-        if field == "run" and field not in state:
+        if field in _OPTIONAL and field not in state:
             continue
         if field not in state:
             raise CheckpointError(f"{path}: the training state has no `{field}`; delete it to start over, or point `out` elsewhere")
