@@ -106,8 +106,6 @@ def eclip_child(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.model.startswith("synth-"):  # eclip's own architectures (the bundled models'), from scratch
         from eclip.models.folder import architecture_config, build_open_clip
@@ -205,6 +203,10 @@ def open_clip_child(args: argparse.Namespace) -> dict:
 def child(args: argparse.Namespace) -> None:
     if args.model == "eclip-tiny":
         register_tiny()
+    if args.threads:  # both trainers: open_clip's main() leaves torch's thread count as it finds it
+        import torch
+
+        torch.set_num_threads(args.threads)
     record = open_clip_child(args) if args.impl == "open_clip" else eclip_child(args)
     print("RESULT " + json.dumps(record), flush=True)
 

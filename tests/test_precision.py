@@ -8,7 +8,7 @@ from helpers import make_adapter, make_open_clip, random_images
 
 import eclip.models.vit as vit
 from eclip.errors import OptionError, RecipeError
-from eclip.precision import autocast, grad_scaler, resolve_precision, with_autocast
+from eclip.precision import autocast, grad_scaler, method_precision, resolve_precision, with_autocast
 from eclip.train.grad_checkpointing import enable_grad_checkpointing
 from eclip.train.losses import clip_loss, local_clip_loss
 
@@ -18,6 +18,7 @@ def test_precision_names_defaults_and_scaler():
     assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(OptionError, match="'fp8'"):
         resolve_precision("fp8", "cpu")
+    assert method_precision("cliptrase:k=3", "bf16") == "fp32" and method_precision("itsm", "bf16") == "bf16"
     assert grad_scaler("fp16", "cpu").is_enabled() and not grad_scaler("bf16", "cpu").is_enabled()
     with autocast("fp32", "cpu"):
         assert not torch.is_autocast_enabled("cpu")

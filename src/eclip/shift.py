@@ -48,6 +48,7 @@ def measure(
     threshold_step: float = 0.05,
     pointing_tolerance: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, dict]:
     """Evaluate each method's maps of `model` on `samples`, and the model's zero-shot accuracy.
 
@@ -76,7 +77,7 @@ def measure(
     label = model_label or model.name
     config = EvalConfig(dataset, None, models=[label], methods=list(methods), templates="{}" if templates is None else templates,
                         batch_size=batch_size, device=str(model.device), threshold_step=threshold_step,
-                        pointing_tolerance=pointing_tolerance, perturbation=False)
+                        pointing_tolerance=pointing_tolerance, perturbation=False, precision=precision)
     source = ModelSource(label, config, classnames, model=model, explainers=dict(methods))
     evaluation = Evaluation(config, progress=progress, dataset=SampleList(samples, classnames, dataset), sources=[source])
     out: dict[str, dict] = {record["method"]: record for record in evaluation.run()}
@@ -152,6 +153,7 @@ def shift_report(
     figure: int = 6,
     batch_size: int = 32,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> ShiftReport:
     """The library side of `eclip shift`: `measure` each model's maps by each method on a dataset
     folder (`data`, read as `dataset`) or on `n` held-out synthetic scenes of `seed` (the test seed
@@ -173,7 +175,7 @@ def shift_report(
     records = []
     for name, adapter in adapters.items():
         result = measure(adapter, explainers, samples.samples, samples.classnames, templates, batch_size, dataset=samples.name,
-                         model_label=name)
+                         model_label=name, precision=precision)
         zero_shot = result.pop("zero_shot")
         for record in result.values():
             record.update(data=described, zero_shot=zero_shot["top1"], zero_shot_single=zero_shot["top1_single"],

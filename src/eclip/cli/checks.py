@@ -2,7 +2,7 @@
 
 `up_front` runs them in one order for every verb: first what needs nothing but the file system
 and the option's text (the inputs exist, the output can be written, the template, the texts), then
-what reads the library's tables (model names, methods; these import torch), then the device. A
+what reads the library's tables (model names, methods, precisions; these import torch), then the device. A
 mistyped file name is so answered at once, before torch is imported.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 def up_front(*, inputs: Sequence[Path] = (), out: Path | None = None, out_files: Sequence[Path] = (), template: str | None = None,
              texts: Sequence[str] = (), models: Sequence[str] = (), pretrained: str | None = None, methods: Sequence[str] = (),
-             device: str | None = None) -> None:
+             precision: str | None = None, device: str | None = None) -> None:
     """Every check a verb's options need before it starts working (see the module docstring for the order)."""
     from eclip.writing import check_output_file, check_output_folder
 
@@ -27,6 +27,10 @@ def up_front(*, inputs: Sequence[Path] = (), out: Path | None = None, out_files:
     for name in models:
         check_pretrained(name, pretrained if len(models) == 1 else None)
     check_methods(methods)
+    if precision is not None:
+        from eclip.precision import check_precision
+
+        check_precision(precision)
     if device is not None:
         from eclip.device import resolve_device
 

@@ -58,8 +58,7 @@ def evaluate_command(
     batch_size: int = options.batch_size(16),
     workers: int = options.workers("DataLoader processes decoding the images ahead of the model (0: in this process); the results "
                                    "do not change."),
-    precision: str = options.precision("fp32", "fp32, or bf16 / fp16 autocast for the maps (see the README's precision table; "
-                                               "methods that need float32 keep it)."),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
     device: str = options.device(),
     threshold_step: float = typer.Option(0.05, "--threshold-step", metavar="STEP", min=0.001, max=1.0, callback=_threshold_step,
                                          help="Step of the IoU threshold grid 0..1 (it must divide 1)."),
@@ -96,7 +95,7 @@ def evaluate_command(
     from eclip.evaluation.output import output_paths
 
     up_front(inputs=[root], out_files=list(output_paths(out).values()), template=template, models=model or (), pretrained=pretrained,
-             methods=method, device=device)
+             methods=method, precision=precision, device=device)
 
     from eclip.evaluate import evaluate_to
     from eclip.evaluation import EvalConfig

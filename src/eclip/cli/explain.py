@@ -31,6 +31,7 @@ def explain_command(
     batch_size: int = options.batch_size(8),
     recursive: bool = options.recursive(),
     device: str = options.device(),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores).
 
@@ -40,7 +41,7 @@ def explain_command(
     from eclip.cli.checks import default_texts, image_paths, up_front
 
     up_front(inputs=inputs or (), out=out, template=template, texts=text or (), models=[model], pretrained=pretrained,
-             methods=[method], device=device)
+             methods=[method], precision=precision, device=device)
     texts = list(text) if text else default_texts(model)
     paths = image_paths(inputs, recursive)
     check_interaction_texts(method, texts)
@@ -58,7 +59,8 @@ def explain_command(
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size),
+    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size,
+                                     precision=precision),
                        total=len(paths), desc="explain", unit="image", file=sys.stderr):
         if not isinstance(result, Explained):
             failed += 1

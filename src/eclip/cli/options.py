@@ -20,6 +20,7 @@ from eclip.prompts import TEMPLATE_SETS
 #: patch-8 ViT) to 4096 (a 4096 x 4096 image already holds 16.8 megapixels, the web demo's limit).
 SIDE = {"min": 16, "max": 4096}
 DEVICE_HELP = "cpu, cuda, cuda:1, ..."
+MAPS_PRECISION_HELP = "fp32, or bf16 / fp16 autocast for the maps (methods that need float32 keep it; see the README's precision table)."
 TEMPLATE_HELP = f"Prompt template with {{}} where the text goes, or a set: {', '.join(TEMPLATE_SETS)}."
 
 

@@ -29,6 +29,7 @@ def shift_command(
                                                         "shift.csv, shift.md, shift.png."),
     batch_size: int = options.batch_size(32),
     device: str = options.device(),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
 ) -> None:
     """Inverted rate and mean score contrast of each model's maps (ITSM by default) next to the free attention.
 
@@ -41,7 +42,7 @@ def shift_command(
     from eclip.cli.checks import up_front
 
     up_front(inputs=[data] if data else (), out=out, template=template, models=model, pretrained=pretrained, methods=method,
-             device=device)
+             precision=precision, device=device)
 
     from eclip.data.synthetic import TEST_SEED
     from eclip.report.tables import markdown_table
@@ -49,7 +50,7 @@ def shift_command(
 
     report = shift_report(out, model, method, data=data, dataset=dataset, n=n, seed=TEST_SEED if seed is None else seed,
                           scene_size=scene_size, pretrained=pretrained, templates=template, figure=figure, batch_size=batch_size,
-                          device=device)
+                          device=device, precision=precision)
     for image_id, reason in report.skipped[:20]:
         typer.echo(f"eclip: skipped {image_id}: {reason}", err=True)
     typer.echo(f"Semantic shift on {report.described}\n{markdown_table(report.records)}\n"

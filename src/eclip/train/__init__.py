@@ -6,6 +6,9 @@
 A fine-tune is described by one frozen `FinetuneRecipe` (`eclip.train.recipe`); `build_run` turns
 it into what the loop (`eclip.train.loop.train`) trains.
 """
+# the module `eclip.train.finetune` first: importing it later would rebind the package's `finetune`
+# (the one-call function below) to the module
+import eclip.train.finetune  # noqa: F401, I001
 from eclip.models.pooling import PoolingConfig
 from eclip.train.loop import TrainResult, TrainSettings
 from eclip.train.losses import LossTerms
