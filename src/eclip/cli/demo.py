@@ -5,27 +5,25 @@ from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
 
 
-@app.command("demo")
+@app.command("demo", short_help="Vanilla vs ECLIP maps of sample images, side by side.")
 def demo_command(
-    data: Path = typer.Argument(None, help="A dataset folder with masks written by `eclip synth` (default: the bundled samples)."),
-    model: list[str] = typer.Option(["synth-vit", "synth-rn"], "--model", "-m",
-                                    help="Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's "
-                                         "masked max pooling) and any other head (e.g. '-avg')."),
-    out: Path = typer.Option(Path("eclip-demo"), "--out", "-o", help="Output folder: one PNG per image, contrasts.json."),
-    template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    data: Path = typer.Argument(None, metavar="DATA", show_default=False,
+                                help="A dataset folder with masks written by `eclip synth` (default: the bundled samples)."),
+    model: list[str] = options.models(["synth-vit", "synth-rn"],
+                                      "Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's masked max "
+                                      "pooling) and any other head (e.g. '-avg')."),
+    out: Path = options.out_folder(Path("eclip-demo"), "Output folder: one PNG per image, contrasts.json."),
+    template: str = options.template("single"),
+    device: str = options.device(),
 ) -> None:
     """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
-    from eclip.cli.checks import check_template
-    from eclip.device import resolve_device
-    from eclip.writing import check_output_folder
+    from eclip.cli.checks import up_front
 
-    check_template(template)
-    resolve_device(device)
-    check_output_folder(out)
+    up_front(inputs=[data] if data else (), out=out, template=template, models=model, device=device)
 
     from eclip.demo import run_demo
 
