@@ -15,10 +15,16 @@ def demo_command(
                                     help="Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's "
                                          "masked max pooling) and any other head (e.g. '-avg')."),
     out: Path = typer.Option(Path("eclip-demo"), "--out", "-o", help="Output folder: one PNG per image, contrasts.json."),
+    n: int = typer.Option(None, "--n", min=1, help="Draw the first N images only (default: all; a second or two per image "
+                                                    "on 2 CPU cores)."),
     template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
-    """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
+    """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, each with its SC.
+
+    SC: the score contrast of one (image, class) pair, 100 x (mean of the min-max normalised map
+    inside the class mask - mean outside), in percent; mSC %, printed at the end, is its mean.
+    """
     from eclip.cli.checks import check_template
     from eclip.device import resolve_device
     from eclip.writing import check_output_folder
@@ -29,11 +35,10 @@ def demo_command(
 
     from eclip.demo import run_demo
 
-    result = run_demo(out, model, data, template, device)
+    result = run_demo(out, model, data, template, device, n=n)
     for path, reason in result.skipped:
         typer.echo(f"eclip: skipped {path}: {reason}", err=True)
-    lines = [f"  {title:<28} {'–' if value is None else f'{value:+.3f}'}" for title, value in result.mean.items()]
-    typer.echo("mean score contrast over the (image, class) pairs (> 0: the map is on the object)\n" + "\n".join(lines))
+    typer.echo(result.summary())
     typer.echo(f"wrote {len(result.figures)} figures to {out}/")
     if result.skipped:
         raise typer.Exit(code=1)
