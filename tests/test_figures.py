@@ -162,3 +162,35 @@ class _Decomposition:
     mlps = np.zeros((2, 1), np.float32)
     cosine = embed = np.zeros(1, np.float32)
     spatial = np.zeros((1, 4, 4), np.float32)
+
+
+def test_the_demo_shift_and_report_figures_caption_each_map_with_its_sc_in_percent(drawn, tmp_path):
+    """The per-pair number of every figure is 'SC ±x.x%', the percent of the contrast the metrics average."""
+    import re
+
+    import torch
+    from helpers import make_adapter
+
+    from eclip.data.synthetic import CLASSNAMES, SceneConfig
+    from eclip.demo import story_figure
+    from eclip.evaluation.maps import Panel, prepare
+    from eclip.methods.base import get_method
+    from eclip.shift import shift_figure, synthetic_samples
+
+    samples = synthetic_samples(5, 3, image_size=SceneConfig().image_size)
+    panels = [Panel("vanilla · itsm", make_adapter("vit"), get_method("itsm")),
+              Panel("other · free attention", make_adapter("vit", seed=1), get_method("free_attention"))]
+    shift_figure(samples, panels, CLASSNAMES, tmp_path / "shift.png")
+    sample = prepare(samples[0], CLASSNAMES)
+    contrasts = [torch.tensor([0.25, -0.1][: len(sample.classes)]) for _ in panels]
+    heats = [torch.rand(len(sample.classes), *sample.size) for _ in panels]
+    per_class = story_figure(sample, [p.title for p in panels], heats, contrasts, tmp_path / "demo.png")
+    image, _, heat = scene()
+    overlay.image_figure("img", image, ["square"], np.ones((1, 48, 48), bool), [("m · itsm", heat[None], [0.1234])],
+                         tmp_path / "report.png")
+    captions = re.compile(r"^SC [+-]\d+\.\d%$")
+    for out, _, texts in drawn:
+        assert out.is_file() and any(captions.match(t) for t in texts), out
+        assert not any("in-out" in t or "contrast" in t for t in texts), (out, texts)
+    assert "SC +25.0%" in drawn[1][2] and "SC +12.3%" in drawn[2][2]
+    assert per_class[sample.classes[0]]["vanilla · itsm"] == pytest.approx(25.0)
