@@ -166,6 +166,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, names", [pytest.param(*c[1:], id=c[0]) if isinstance(c[0], str) else c for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(sandbox, args, names):
     before = fingerprint(sandbox)
@@ -180,6 +181,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(sandbox, args, names):
     assert not (sandbox / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_read_only_file_system_is_one_line_and_writes_nothing(sandbox, tmp_path):
     """-o on a read-only mount (a tmpfs mounted read-only in a private mount namespace, where the system allows it)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
@@ -196,6 +198,7 @@ def test_read_only_file_system_is_one_line_and_writes_nothing(sandbox, tmp_path)
     assert list(ro.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_debug_shows_the_full_traceback(sandbox):
     env = {**os.environ, "ECLIP_DEBUG": "1"}
     command = [sys.executable, "-m", "eclip.cli", "explain", IMG, "--text", "a", *TINY, "--device", "banana"]

@@ -87,6 +87,7 @@ def library_maps(image, texts: list[str]) -> np.ndarray:
     return next(explain_files(model, get_method("itsm"), [image], encode_prompts(model, texts), texts)).maps()
 
 
+@pytest.mark.slow
 def test_upload_two_texts_two_methods_then_a_corrupt_upload(page, tmp_path):
     page.locator("#upload input[type=file]").set_input_files(str(sample_images()[0]))
     page.wait_for_function(LOADED, arg=page.locator("#preview img").element_handle())
@@ -120,6 +121,7 @@ def test_upload_two_texts_two_methods_then_a_corrupt_upload(page, tmp_path):
     assert len(rendered_maps(page, 4)) == 4 and status(page)[0] == "eclip-ok"
 
 
+@pytest.mark.slow
 def test_bad_requests_are_one_line_in_the_page(page):
     page.get_by_label("... or pick a bundled sample (with masks)").click()
     page.get_by_role("option").first.click()
@@ -134,6 +136,7 @@ def test_bad_requests_are_one_line_in_the_page(page):
     assert kind == "eclip-error" and text.startswith("method 'rollout' is not defined for resnet models")
 
 
+@pytest.mark.slow
 def test_vanilla_vs_eclip_on_a_sample_shows_both_maps_with_contrasts(page):
     page.get_by_label("... or pick a bundled sample (with masks)").click()
     page.get_by_role("option").first.click()
@@ -147,6 +150,7 @@ def test_vanilla_vs_eclip_on_a_sample_shows_both_maps_with_contrasts(page):
     assert status(page)[0] == "eclip-ok"
 
 
+@pytest.mark.slow
 def test_rise_shows_its_progress_while_it_runs(page):
     page.get_by_label("... or pick a bundled sample (with masks)").click()
     page.get_by_role("option").first.click()
@@ -157,6 +161,7 @@ def test_rise_shows_its_progress_while_it_runs(page):
     assert rendered_maps(page, 1)[0].startswith("synth-vit · rise · 'circle'")
 
 
+@pytest.mark.slow
 def test_the_evaluation_report_renders_its_table_and_chart(browser, tmp_path):
     data = write_dataset(tmp_path / "synth", n=3, seed=5, config=SceneConfig(image_size=40, max_clutter=1))
     model = tiny_model(tmp_path, "vit")

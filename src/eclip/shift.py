@@ -168,7 +168,7 @@ def shift_report(
 
     seed = TEST_SEED if seed is None else seed
     samples, described, skipped = open_samples(data, dataset, n, seed, scene_size)
-    explainers = {name: get_method(name) for name in methods}
+    explainers = {method.label: method for method in map(get_method, methods)}  # records keyed by the canonical label
     adapters = {name: load_model(name, pretrained, device=device) for name in models}
     records = []
     for name, adapter in adapters.items():

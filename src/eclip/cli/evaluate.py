@@ -52,6 +52,10 @@ def evaluate_command(
     template: str = typer.Option(None, "--template", help="Prompt template set or template with {} (default: imagenet, "
                                                           "the 80 CLIP templates; single for synthetic)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader processes decoding the images ahead of the model "
+                                "(0: in this process); the results do not change."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast for the maps (see the README's "
+                                  "precision table; methods that need float32 keep it)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     threshold_step: float = typer.Option(0.05, "--threshold-step", min=0.001, max=1.0, callback=_threshold_step,
                                          help="Step of the IoU threshold grid 0..1 (it must divide 1)."),
@@ -103,7 +107,8 @@ def evaluate_command(
                         methods=list(method), maps_dir=maps, pretrained=pretrained, limit=limit, templates=template,
                         batch_size=batch_size, device=device, threshold_step=threshold_step, pointing_tolerance=pointing_tolerance,
                         perturbation=perturbation, deletion_steps=deletion_steps, perturbation_baseline=baseline,
-                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task)
+                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task,
+                        workers=workers, precision=precision)
     result = evaluate_to(config, out, resume=resume, progress=progress)
     if result.paths is None:  # another rank than 0 of torchrun: rank 0 reports
         return

@@ -26,6 +26,7 @@ def synth_command(
                                          "`eclip train --data OUT`, instead of a dataset folder with masks."),
     shard_size: int = typer.Option(10000, "--shard-size", min=1, help="Scenes per shard (--webdataset)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes writing shards in parallel (--webdataset)."),
+    image_format: str = typer.Option("png", "--format", help="Image format in the shards (--webdataset): png or jpg."),
 ) -> None:
     """Write OUT/images, OUT/masks (class index), OUT/instances, OUT/annotations.json and OUT/meta.json.
 
@@ -48,7 +49,7 @@ def synth_command(
     if webdataset:
         from eclip.data.shards import write_shards
 
-        shards = write_shards(out, n, seed, config, shard_size, workers)
+        shards = write_shards(out, n, seed, config, shard_size, workers, image_format)
         typer.echo(f"wrote {n} scene-caption pairs in {len(shards)} shards (seed {seed}) to {out} "
                    f"in {time.perf_counter() - start:.1f} s")
         return

@@ -21,7 +21,8 @@ from eclip.cli.app import app
 FLAGS = {
     "settings.steps": "--steps", "settings.batch_size": "--batch-size", "settings.lr": "--lr",
     "settings.weight_decay": "--weight-decay", "settings.warmup": "--warmup", "settings.seed": "--seed",
-    "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip",
+    "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip", "settings.precision": "--precision",
+    "settings.grad_checkpointing": "--grad-checkpointing", "settings.local_loss": "--local-loss",
     "pooling.head": "--pooling", "pooling.max_over": "--max-over", "pooling.mask_source": "--mask-source",
     "pooling.mask_rule": "--mask-rule", "pooling.mask_mass": "--mask-mass", "pooling.mask_topk": "--mask-topk",
     "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives", "loss.dense": "--dense",
@@ -35,6 +36,15 @@ FLAGS = {
 def in_flags(message: str) -> str:
     """A library message with each `field` it names replaced by the option that sets it."""
     return re.sub(r"`([a-z_.]+)`", lambda m: FLAGS.get(m.group(1), m.group(0)), message)
+
+
+def _precision(precision: str | None, recipe: str | None, device: str) -> str | None:
+    """--precision, else None (the recipe's) with --recipe, else the device's default (`eclip.precision.TRAIN_CUDA_DEFAULT` on a GPU)."""
+    from eclip.precision import TRAIN_CUDA_DEFAULT
+
+    if precision is not None or recipe:
+        return precision
+    return TRAIN_CUDA_DEFAULT if device.startswith("cuda") else None
 
 
 def _given(**values):
@@ -103,6 +113,14 @@ def train_command(
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
                                      "training (0: in this process). The batches are the same with any number."),
+    precision: str = typer.Option(None, "--precision",
+                                  help="fp32, bf16 or fp16 (autocast; fp16 with a loss scaler). Default: the recipe's; "
+                                       "without --recipe fp32 on a CPU, bf16 on a GPU."),
+    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
+                                            help="Recompute each transformer block in the backward: less memory, same gradients."),
+    local_loss: bool = typer.Option(None, "--local-loss/--no-local-loss",
+                                    help="torchrun: each rank scores its own pairs against all gathered ones (open_clip's "
+                                         "--local-loss; the same gradient, less memory)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=1, help="Steps between atomic checkpoints (200)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
@@ -116,7 +134,8 @@ def train_command(
                          pooling=_given(head=pooling, max_over=max_over, mask_source=mask_source, mask_rule=mask_rule,
                                         mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from),
                          settings=_given(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                                         seed=seed, checkpoint_every=checkpoint_every),
+                                         seed=seed, checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing,
+                                         local_loss=local_loss, precision=_precision(precision, recipe, device)),
                          loss=_given(background_negatives=background_negatives, dense=dense, dense_weight=dense_weight,
                                      dense_margin=dense_margin, distill=distill, l2sp=l2sp),
                          data=data, data_options=_given(seed=data_seed, image_size=scene_size, max_objects=max_objects, captions=captions),
