@@ -93,19 +93,19 @@ def shift_figure(
     templates: str | Sequence[str] | None = "single",
 ) -> Path:
     """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map
-    of that class with its score contrast (the samples explained as one batch by `panel_maps`).
+    of that class captioned with its SC % (the samples explained as one batch by `panel_maps`).
 
     `panels` are e.g. ITSM of the vanilla model, ITSM of the ECLIP model, and the free attention.
     """
     from eclip.report.overlay import map_grid
+    from eclip.report.units import SC_CAPTION, format_sc
 
     batch = [p for p in (prepare(s, classnames) for s in samples) if not isinstance(p, str)]
     by_panel = [(cm.per_sample(), cm.contrasts()) for cm in panel_maps(panels, batch, classnames, templates)]
-    rows = [(p.image, p.masks[0].numpy(), p.classes[0],
-             [(f"{panel.title}\nin-out {float(contrasts[i][0]):+.2f}", maps[i][0].numpy())
-              for panel, (maps, contrasts) in zip(panels, by_panel)])
+    rows = [(p.image, p.masks[0].numpy(), f"{p.image_id} · '{p.classes[0]}'",
+             [(format_sc(float(contrasts[i][0])), maps[i][0].numpy()) for maps, contrasts in by_panel])
             for i, p in enumerate(batch)]
-    return map_grid(rows, out)
+    return map_grid(rows, [panel.title for panel in panels], out, title=f"Semantic shift, one image per row · {SC_CAPTION}")
 
 
 def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int
