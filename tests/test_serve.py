@@ -171,7 +171,7 @@ def test_a_text_longer_than_the_model_context_is_refused_before_any_map(models, 
 def test_templates_are_a_choice_or_a_pattern_with_braces():
     assert resolve_template("verbatim") is None and resolve_template("80 ImageNet templates (ensemble)") == "imagenet"
     assert resolve_template("a sketch of a {}.") == "a sketch of a {}."
-    with pytest.raises(TextInputError, match="has no '{}'"):
+    with pytest.raises(TextInputError, match="has no {} where the text goes"):
         resolve_template("a sketch")
 
 
