@@ -2,12 +2,13 @@
 
 A user who types `eclip models`, `eclip methods`, `eclip VERB --help` or mistypes a file name
 should get the answer at once; before the CLI imported lazily each of them first paid for torch,
-torchvision, open_clip and matplotlib (9 to 29 s on a loaded 2-core machine). Each command runs in
-a fresh process (`python -m eclip.cli ...`), as does `python -c "import torch"` (what the CLI used
-to pay before anything else) and `python -c pass` (the interpreter's own start). The commands run
-round-robin, `--repeats` times, so a change in the machine's load touches all of them alike; the
-medians are reported, and each command's median as a fraction of torch's import, measured in the
-same run (the number that carries over to another machine).
+torchvision, open_clip and matplotlib (9 to 49 s on a loaded 2-core machine). Each command runs in
+a fresh process (`python -m eclip.cli ...`), as do three references: `python -c "import torch"`
+(what the CLI used to pay before anything else), `python -c "import typer"` (what any typer CLI
+pays) and `python -c pass` (the interpreter's own start). The commands run round-robin,
+`--repeats` times, so a change in the machine's load touches all of them alike; the medians are
+reported, and each command's median as a fraction of torch's import, measured in the same run
+(the number that carries over to another machine).
 
     python bench/bench_startup.py                              # about a minute on 2 CPU cores
     python bench/bench_startup.py --json bench/results/startup-cpu.json --label after
@@ -25,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-#: name -> the arguments after `python`; the first two are the references.
+#: name -> the arguments after `python`; the first three are the references.
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
     "python -c 'import torch'": ["-c", "import torch"],
+    "python -c 'import typer'": ["-c", "import typer, typer.main, pydantic"],  # the floor of any typer CLI (typer >= 0.2x loads pydantic)
     "eclip --help": ["-m", "eclip.cli", "--help"],
     "eclip models": ["-m", "eclip.cli", "models"],
     "eclip methods": ["-m", "eclip.cli", "methods"],

@@ -2,8 +2,8 @@
 
 `up_front` runs them in one order for every verb: first what needs nothing but the file system
 and the option's text (the inputs exist, the output can be written, the template, the texts), then
-what reads the library's tables (model names, methods, precisions; these import torch), then the device. A
-mistyped file name is so answered at once, before torch is imported.
+what reads the library's tables (model names, methods, precisions; these import torch), then the
+device. A mistyped file name is so answered at once, before torch is imported.
 """
 from __future__ import annotations
 
