@@ -170,16 +170,23 @@ def methods_off_html(label: str, reasons: dict[str, str]) -> str:
 
 @contextmanager
 def gradio_temp_dir(path: Path) -> Iterator[None]:
-    """Point Gradio's temporary folder at `path` while the page is built and served (its components and app read it)."""
-    before = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(path)
+    """Point Gradio's temporary folder at `path` while the page is built and served.
+
+    Its components and app read `GRADIO_TEMP_DIR` when they are made; its routes module read it once
+    at import (a folder it makes for every app), so that copy is pointed there too.
+    """
+    import gradio.routes
+
+    before = os.environ.get("GRADIO_TEMP_DIR"), gradio.routes.DEFAULT_TEMP_DIR
+    os.environ["GRADIO_TEMP_DIR"] = gradio.routes.DEFAULT_TEMP_DIR = str(path)
     try:
         yield
     finally:
-        if before is None:
+        if before[0] is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
-            os.environ["GRADIO_TEMP_DIR"] = before
+            os.environ["GRADIO_TEMP_DIR"] = before[0]
+        gradio.routes.DEFAULT_TEMP_DIR = before[1]
 
 
 def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, default_model: str | None = None,
