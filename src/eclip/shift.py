@@ -48,6 +48,7 @@ def measure(
     threshold_step: float = 0.05,
     pointing_tolerance: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, dict]:
     """Evaluate each method's maps of `model` on `samples`, and the model's zero-shot accuracy.
 
@@ -76,7 +77,7 @@ def measure(
     label = model_label or model.name
     config = EvalConfig(dataset, None, models=[label], methods=list(methods), templates="{}" if templates is None else templates,
                         batch_size=batch_size, device=str(model.device), threshold_step=threshold_step,
-                        pointing_tolerance=pointing_tolerance, perturbation=False)
+                        pointing_tolerance=pointing_tolerance, perturbation=False, precision=precision)
     source = ModelSource(label, config, classnames, model=model, explainers=dict(methods))
     evaluation = Evaluation(config, progress=progress, dataset=SampleList(samples, classnames, dataset), sources=[source])
     out: dict[str, dict] = {record["method"]: record for record in evaluation.run()}
@@ -92,19 +93,19 @@ def shift_figure(
     templates: str | Sequence[str] | None = "single",
 ) -> Path:
     """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map
-    of that class with its score contrast (the samples explained as one batch by `panel_maps`).
+    of that class captioned with its SC % (the samples explained as one batch by `panel_maps`).
 
     `panels` are e.g. ITSM of the vanilla model, ITSM of the ECLIP model, and the free attention.
     """
     from eclip.report.overlay import map_grid
+    from eclip.report.units import SC_CAPTION, format_sc
 
     batch = [p for p in (prepare(s, classnames) for s in samples) if not isinstance(p, str)]
     by_panel = [(cm.per_sample(), cm.contrasts()) for cm in panel_maps(panels, batch, classnames, templates)]
-    rows = [(p.image, p.masks[0].numpy(), p.classes[0],
-             [(f"{panel.title}\nin-out {float(contrasts[i][0]):+.2f}", maps[i][0].numpy())
-              for panel, (maps, contrasts) in zip(panels, by_panel)])
+    rows = [(p.image, p.masks[0].numpy(), f"{p.image_id} · '{p.classes[0]}'",
+             [(format_sc(float(contrasts[i][0])), maps[i][0].numpy()) for maps, contrasts in by_panel])
             for i, p in enumerate(batch)]
-    return map_grid(rows, out)
+    return map_grid(rows, [panel.title for panel in panels], out, title=f"Semantic shift, one image per row · {SC_CAPTION}")
 
 
 def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int
@@ -152,6 +153,7 @@ def shift_report(
     figure: int = 6,
     batch_size: int = 32,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> ShiftReport:
     """The library side of `eclip shift`: `measure` each model's maps by each method on a dataset
     folder (`data`, read as `dataset`) or on `n` held-out synthetic scenes of `seed` (the test seed
@@ -168,12 +170,12 @@ def shift_report(
 
     seed = TEST_SEED if seed is None else seed
     samples, described, skipped = open_samples(data, dataset, n, seed, scene_size)
-    explainers = {name: get_method(name) for name in methods}
+    explainers = {method.label: method for method in map(get_method, methods)}  # records keyed by the canonical label
     adapters = {name: load_model(name, pretrained, device=device) for name in models}
     records = []
     for name, adapter in adapters.items():
         result = measure(adapter, explainers, samples.samples, samples.classnames, templates, batch_size, dataset=samples.name,
-                         model_label=name)
+                         model_label=name, precision=precision)
         zero_shot = result.pop("zero_shot")
         for record in result.values():
             record.update(data=described, zero_shot=zero_shot["top1"], zero_shot_single=zero_shot["top1_single"],

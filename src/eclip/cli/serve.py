@@ -8,6 +8,7 @@ import socket
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
 
 
@@ -54,14 +55,14 @@ def model_specs(models: list[str], pretrained: list[str]) -> list[tuple[str, str
 
 @app.command("serve")
 def serve_command(
-    model: list[str] = typer.Option(None, "--model", "-m", help="Also offer this model (bundled name, open_clip name, hf-hub:ID, "
-                                                               "model folder); repeat for several. The bundled ones are always offered."),
-    pretrained: list[str] = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file of the --model at the same "
-                                                                   "position (repeat in the same order)."),
+    model: list[str] = options.models(None, "Also offer this model (bundled name, open_clip name, hf-hub:ID, model folder); repeat "
+                                            "for several. The bundled ones are always offered."),
+    pretrained: list[str] = options.pretrained("open_clip tag or checkpoint file of the --model at the same position (repeat in the "
+                                               "same order)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. The default is reachable from this machine only; "
                                                          "0.0.0.0 exposes the demo to the network (no login)."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    device: str = options.device(),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest upload accepted, in MB."),
     max_pixels: int = typer.Option(16_777_216, "--max-pixels", min=1, help="Largest image accepted, in pixels (decompression bombs)."),
     max_texts: int = typer.Option(16, "--max-texts", min=1, help="Most texts per request."),

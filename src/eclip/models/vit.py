@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from eclip.models.adapter import DenseCLIP
 
@@ -145,6 +146,7 @@ class ViTAdapter(DenseCLIP):
         """(..., C) -> (..., D) the visual projection into the joint space."""
 
     pool_type: str = "tok"  # "tok": the class token is the pooled output; "avg": mean of patch tokens
+    grad_checkpointing: bool = False  # recompute each block's activations in the backward (training memory)
 
     # ------------------------------------------------------------- the pass
     @property
@@ -172,8 +174,9 @@ class ViTAdapter(DenseCLIP):
     ) -> tuple[torch.Tensor, list[BlockRecord]]:
         """Run blocks [start, end) on tokens x (B, T, C); return the output and per-block records."""
         records: list[BlockRecord] = []
+        recompute = self.grad_checkpointing and not record and torch.is_grad_enabled()  # eclip.train.grad_checkpointing
         for block in self.blocks[start:end]:
-            x, rec = run_block(block, x, record=record)
+            x, rec = checkpoint(run_block, block, x, use_reentrant=False) if recompute else run_block(block, x, record=record)
             if rec is not None:
                 records.append(rec)
         return x, records

@@ -243,7 +243,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     from eclip.data.synthetic import CAPTION_SETS
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, wrap_config
-    from eclip.train.finetune import frozen_copy, make_embedder, model_config, trainable_filter
+    from eclip.train.parts import frozen_copy, make_embedder, model_config, trainable_filter
     from eclip.train.terms import make_terms
 
     start = recipe.start
