@@ -95,9 +95,10 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
     result = explain_request(cache, item, texts, "a photo of a {}.", [paths["vit"]], ["itsm"], tmp_path)
     first, missing, unnamed = result.panels
     expected = float(ScoreContrast.per_pair(np.load(result.npy(paths["vit"], "itsm"))[:1], item.sample.masks[present[0]][None])[0])
-    assert first.contrast == pytest.approx(expected) and first.msc_percent == pytest.approx(100 * expected)
-    assert missing.contrast_class == absent and missing.contrast is None and missing.msc_percent is None
+    assert first.contrast == pytest.approx(expected) and first.sc_percent == pytest.approx(100 * expected)
+    assert missing.contrast_class == absent and missing.contrast is None and missing.sc_percent is None
     assert unnamed.contrast_class is None and unnamed.contrast is None
+    assert result.msc_percent(paths["vit"], "itsm") == pytest.approx(100 * expected)  # the mean over the maps that have one
 
 
 def test_vanilla_vs_eclip_lays_the_two_models_side_by_side(tmp_path):

@@ -20,7 +20,7 @@ these functions, so everything it shows is computed, limited and tested here:
 - with a bundled sample (exact masks) each map gets its score contrast, mean of the map inside
   the named class's mask minus outside (ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046,
   `eclip.metrics.ScoreContrast.per_pair`, as `eclip demo`, `eclip shift` and `eclip evaluate`
-  compute it), shown in percent as the mSC of that one pair;
+  compute it), shown in percent as "SC %", and their mean per (model, method) as "mSC %";
 - nothing here opens a path that came from the browser: uploads arrive as bytes and are written
   to a folder this module made; samples and request folders are named by id and looked up.
 """

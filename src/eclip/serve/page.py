@@ -27,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from eclip.errors import EclipError, ImageLoadError, OutputError  # noqa: E402
+from eclip.report.units import SC_LABEL, label  # noqa: E402
 from eclip.serve.inputs import (  # noqa: E402
     TEMPLATE_CHOICES,
     BundledSamples,
@@ -56,13 +57,14 @@ log = logging.getLogger(__name__)
 HEADER = """<div id="eclip-head"><b>eclip</b> · where does CLIP look?
 <span>Pick a sample or upload an image, type what to look for, tick methods, then Explain.</span></div>"""
 
-ABOUT = """Each map is min-max normalised to [0, 1] (see the colour bar: red is where the image matches the text
+ABOUT = """Each map is min-max normalised to [0, 1] (the colour bar: bright is where the image matches the text
 best). In the table, *cos* is the image-text cosine and *p* the softmax over your texts. **Vanilla vs
 ECLIP** explains the same texts with a bundled model and its ECLIP fine-tune (masked max pooling; Li, Wang,
 Duan, Li 2022, arXiv 2209.07046) side by side. On a bundled sample each map whose text names a shape gets
-its **mSC %**: the mean of the map inside the shape's mask minus outside, in percent; below zero the map
-prefers the background, the semantic shift ECLIP fixes. The downloads hold each map at the image's size
-(`.npy`, K x H x W in [0, 1], at most the server's map size a side) and an overlay figure (`.png`)."""
+its **SC %** in the table: the mean of the map inside the shape's mask minus outside, in percent; below zero
+the map prefers the background, the semantic shift ECLIP fixes. A column's header gives their mean, the
+**mSC %** of `eclip evaluate`. The downloads hold each map at the image's size (`.npy`, K x H x W in
+[0, 1], at most the server's map size a side) and an overlay figure (`.png`)."""
 
 TILE_PX = 184  # the tiles' size on the page, whatever the number of maps
 
@@ -82,7 +84,7 @@ margin:0 !important}.eclip-family .wrap{gap:1px !important}.eclip-family [data-t
 .eclip-bar img{width:220px;height:12px;image-rendering:pixelated;border:1px solid #999}
 .eclip-grid{display:grid;gap:10px 10px;overflow-x:auto;padding-bottom:4px}
 .eclip-col{font-size:13px;line-height:1.25;border-bottom:2px solid #ccc;padding-bottom:3px;align-self:end}
-.eclip-col b{font-size:14px}
+.eclip-col b{font-size:14px}.eclip-col .eclip-msc{color:#555}
 .eclip-tile{margin:0}.eclip-tile img{width:var(--tile);height:var(--tile);object-fit:contain;background:#eee;display:block}
 .eclip-tile figcaption{font-size:12px;color:#333;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;width:var(--tile)}
 """
@@ -113,7 +115,7 @@ UPLOAD_SIZE_WATCH = """() => {
   document.addEventListener('drop', (e) => { if (inUpload(e) && e.dataTransfer) send(e.dataTransfer.files[0]); }, true);
 }"""
 
-SCORE_COLUMNS = ["model", "method", "text", "cos", "p", "mSC %"]
+SCORE_COLUMNS = ["model", "method", "text", "cos", "p", SC_LABEL]
 
 
 def status_line(text: str, error: bool = False) -> str:
@@ -127,23 +129,23 @@ def _url(path: Path) -> str:
 
 
 def colour_bar() -> str:
-    """The overlays' colours from 0 to 1 as an inline PNG (drawn by `heat_overlay`, so it follows the figures' map)."""
-    import numpy as np
-    from PIL import Image
+    """The maps' scale from 0 to 1 as an inline PNG (`colour_bar_image`, the colours of the figures' bars)."""
+    from eclip.report.overlay import colour_bar_image
 
-    from eclip.report.overlay import heat_overlay
-
-    ramp = heat_overlay(Image.new("RGB", (256, 1)), np.linspace(0.0, 1.0, 256, dtype=np.float32)[None], alpha=1.0)
     buffer = io.BytesIO()
-    ramp.save(buffer, format="PNG")
+    colour_bar_image(256, 12).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def maps_html(result: ServeResult, bar: str, compare: bool) -> str:
     """The map grid: one column per (model, method) under its header, one row per text, tiles of one size."""
     roles = dict(zip(result.models, ("vanilla", "ECLIP"))) if compare else {}
-    heads = [f"<div class='eclip-col'>{html.escape((roles[m] + ' · ') if m in roles else '')}{html.escape(m)}<br>"
-             f"<b>{html.escape(method)}</b></div>" for m, method in result.columns]
+    heads = []
+    for model, method in result.columns:
+        msc = result.msc_percent(model, method)
+        shown = "" if msc is None else f"<br><span class='eclip-msc'>{label('msc')} {msc:+.1f}</span>"
+        heads.append(f"<div class='eclip-col'>{html.escape((roles[model] + ' · ') if model in roles else '')}{html.escape(model)}<br>"
+                     f"<b>{html.escape(method)}</b>{shown}</div>")
     tiles = [f"<figure class='eclip-tile'><img class='eclip-map' src='{_url(p.tile)}' alt='{html.escape(p.method)} map for "
              f"{html.escape(p.text)}'><figcaption title='{html.escape(p.text)}'>{html.escape(p.caption)}</figcaption></figure>"
              for p in result.panels]
@@ -155,7 +157,7 @@ def maps_html(result: ServeResult, bar: str, compare: bool) -> str:
 
 def score_rows(result: ServeResult) -> list[list]:
     return [[p.model, p.method, p.text, round(p.cosine, 4), round(p.probability, 4),
-             "" if p.msc_percent is None else round(p.msc_percent, 1)] for p in result.panels]
+             "" if p.sc_percent is None else round(p.sc_percent, 1)] for p in result.panels]
 
 
 def methods_off_html(label: str, reasons: dict[str, str]) -> str:

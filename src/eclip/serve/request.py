@@ -51,9 +51,11 @@ class MapPanel:
         return self.text if len(self.text) <= 32 else self.text[:31] + "…"
 
     @property
-    def msc_percent(self) -> float | None:
-        """The map's score contrast in percent (the mSC of this one pair), or None without a mask for its class."""
-        return None if self.contrast is None else 100.0 * self.contrast
+    def sc_percent(self) -> float | None:
+        """The map's score contrast in percent ("SC %", `eclip.report.units`), or None without a mask for its class."""
+        from eclip.report.units import sc_percent
+
+        return sc_percent(self.contrast)
 
 
 @dataclass
@@ -75,6 +77,11 @@ class ServeResult:
     def columns(self) -> list[tuple[str, str]]:
         """(model, method) of each column of the page's grid: each method on every model, side by side."""
         return [(model, method) for method in self.methods for model in self.models]
+
+    def msc_percent(self, model: str, method: str) -> float | None:
+        """The mean SC % of one (model, method)'s maps that have one ("mSC %", as `eclip evaluate` averages it), or None."""
+        values = [p.sc_percent for p in self.panels if (p.model, p.method) == (model, method) and p.sc_percent is not None]
+        return sum(values) / len(values) if values else None
 
     def npy(self, model: str, method: str) -> Path:
         """The maps (K, H, W) of one (model, method), as `eclip explain` writes them."""
