@@ -2,7 +2,7 @@
 
 ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046, v2) trains its masked max pooling with masks
 from a "free attention". Seen as a map it is a strong training-free baseline at toy scale
-(ECLIP.md section 3), so it is evaluated like any method; it is the same for every text.
+(the README's bundled-model results), so it is evaluated like any method; it is the same for every text.
 """
 from __future__ import annotations
 

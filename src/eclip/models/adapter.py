@@ -110,7 +110,7 @@ class DenseCLIP(ABC):
         """PIL image(s) -> (B, 3, H, W) normalised tensor on the model's device.
 
         `size` None resizes to the model's own size with bicubic interpolation (as CLIP does,
-        ECLIP.md section 1, but without the centre crop, so maps cover the whole image); an int
+        and ECLIP's ITSM input, arXiv 2209.07046, but without the centre crop, so maps cover the whole image); an int
         resizes to a square; (H, W) to that size. Sizes are rounded down to a multiple of the
         patch size so every pixel belongs to a dense location.
         """
