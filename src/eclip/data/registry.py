@@ -28,10 +28,16 @@ from eclip.errors import DatasetError, EclipError
 logger = logging.getLogger(__name__)
 
 #: The names `open_dataset` accepts, as the CLI lists them.
-DATASETS: tuple[str, ...] = ("voc", "coco", "context", "synthetic")
+DATASETS: tuple[str, ...] = ("voc", "coco", "context", "synthetic", "voc21", "context60", "coco_object", "coco_stuff", "ade20k",
+                             "cityscapes")
 
 _ALIASES = {"voc2012": "voc", "pascal_voc": "voc", "coco2017": "coco", "pascal_context": "context", "context59": "context",
-            "synth": "synthetic"}
+            "synth": "synthetic", "voc20": "voc", "ade": "ade20k", "ade150": "ade20k", "coco_stuff164k": "coco_stuff"}
+
+#: Datasets of the segmentation benchmark (eclip.segmentation): name -> "module:loader".
+_SEGMENTATION_LOADERS = {"voc21": "voc:VOC21Dataset", "context60": "context:Context60Dataset",
+                         "coco_object": "coco_stuff:open_coco_object", "coco_stuff": "coco_stuff:COCOStuffDataset",
+                         "ade20k": "ade20k:ADE20KDataset", "cityscapes": "cityscapes:CityscapesDataset"}
 
 
 class SkippedImage(DatasetError):
@@ -216,4 +222,9 @@ def open_dataset(name: str, root: str | Path, limit: int | None = None, split: s
         from eclip.data.context import ContextDataset
 
         return ContextDataset(root, limit=limit, **options)
+    if key in _SEGMENTATION_LOADERS:
+        from importlib import import_module
+
+        module, loader = _SEGMENTATION_LOADERS[key].split(":")
+        return getattr(import_module(f"eclip.data.{module}"), loader)(root, limit=limit, **options)
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -1,7 +1,7 @@
 """Resizing and sliding-window inference: the logits of every query at every pixel of an image.
 
 mmsegmentation's test pipeline resizes the image (`Resize(scale=(2048, S), keep_ratio=True)`:
-mmcv's `rescale_size` and `imresize`, cv2 bilinear on 8-bit pixels), and the segmentors of SCLIP,
+mmcv's `rescale_size` and `imresize`, cv2's fixed-point bilinear on 8-bit pixels), and the segmentors of SCLIP,
 NACLIP and ClearCLIP run `forward_slide`: windows of `crop` pixels every `stride` pixels, the last
 window of a row or column shifted back to end at the border, each window's cosine maps upsampled
 (bilinear) to the window and added, then divided by how many windows cover each pixel. Without
@@ -32,26 +32,60 @@ def rescale_size(width: int, height: int, short_side: int, max_long_side: int) -
     return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
+def _linear_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cv2's INTER_LINEAR taps from `src` to `dst` samples: first and second source index, 11-bit weights of each.
+
+    As `resizeGeneric` sets them (`modules/imgproc/src/resize.cpp`): the source position
+    (i + 0.5) src / dst - 0.5 in float32, clamped to the border with a zero weight outside, each
+    weight rounded to the nearest of 2048ths on its own.
+    """
+    pos = ((np.arange(dst) + 0.5) * (src / dst) - 0.5).astype(np.float32)
+    first = np.floor(pos).astype(np.int64)
+    frac = (pos - first.astype(np.float32)).astype(np.float32)
+    low, high = first < 0, first >= src - 1
+    frac[low | high] = 0
+    first[low], first[high] = 0, src - 1
+    w0 = np.rint((np.float32(1) - frac) * np.float32(2048)).astype(np.int64)
+    w1 = np.rint(frac * np.float32(2048)).astype(np.int64)
+    return (torch.from_numpy(first), torch.from_numpy(np.minimum(first + 1, src - 1)), torch.from_numpy(w0), torch.from_numpy(w1))
+
+
+def resize_bilinear_u8(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, height, width) uint8 with cv2's fixed-point INTER_LINEAR (what mmcv's `imresize` calls).
+
+    Rows then columns in integers, as OpenCV's `HResizeLinear` and `VResizeLinear<uchar, int, short>`
+    do: horizontal sums of 11-bit weights, then ((b0 (r0 >> 4)) >> 16) + ((b1 (r1 >> 4)) >> 16) + 2) >> 2.
+    OpenCV builds with IPP can still differ by one grey level on about 0.1% of the pixels of an
+    enlarged image; exact bilinear interpolation rounded to 8 bits differs on about 13%.
+    """
+    x = pixels.long()
+    c0, c1, a0, a1 = _linear_taps(pixels.shape[2], width)
+    rows = x[:, :, c0] * a0 + x[:, :, c1] * a1
+    r0, r1, b0, b1 = _linear_taps(pixels.shape[1], height)
+    out = ((b0.view(-1, 1) * (rows[:, r0] >> 4)) >> 16) + ((b1.view(-1, 1) * (rows[:, r1] >> 4)) >> 16)
+    return ((out + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+
+
 def resize_pixels(image: Image.Image, short_side: int | None, max_long_side: int = 2048, resample: str = "bilinear") -> torch.Tensor:
     """RGB image -> (3, h, w) uint8 tensor with its short side resized.
 
-    "bilinear" is mmcv's `imresize` (cv2 INTER_LINEAR: no antialiasing; cv2 rounds its 11-bit
-    fixed-point weights, so a pixel can differ from this exact bilinear value by one grey level);
-    "bicubic" is torchvision's `Resize(short_side)` on a PIL image (PIL bicubic with antialiasing,
-    the long side truncated), as CLIPtrase's transform does. None keeps the image.
+    "bilinear" is mmcv's `imresize` (cv2 INTER_LINEAR on 8-bit pixels, `resize_bilinear_u8`) to
+    mmcv's `rescale_size`; "bicubic" is torchvision's `Resize(short_side)` on a PIL image (PIL
+    bicubic with antialiasing, the long side truncated), as CLIPtrase's transform does. None keeps
+    the image.
     """
     image = image if image.mode == "RGB" else image.convert("RGB")
-    if short_side is None or (resample == "bicubic" and min(image.size) == short_side):
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
     w, h = image.size
+    if short_side is None:
+        return pixels
     if resample == "bicubic":
+        if min(w, h) == short_side:
+            return pixels
         size = (short_side, int(short_side * w / h)) if h <= w else (int(short_side * h / w), short_side)
         return torch.from_numpy(np.array(image.resize((size[1], size[0]), Image.BICUBIC))).permute(2, 0, 1).contiguous()
     new_w, new_h = rescale_size(w, h, short_side, max_long_side)
-    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None]
-    if (new_h, new_w) != (h, w):
-        pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False)
-    return pixels[0].round_().clamp_(0, 255).to(torch.uint8)
+    return pixels if (new_w, new_h) == (w, h) else resize_bilinear_u8(pixels, new_h, new_w)
 
 
 def normalise(pixels: torch.Tensor, mean, std, device=None, dtype=torch.float32) -> torch.Tensor:
