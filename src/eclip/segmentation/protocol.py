@@ -153,12 +153,15 @@ def protocol_for(method: str, dataset: str) -> Protocol:
 
     The four papers' methods get their own; every other method SCLIP's (the shared mmseg
     protocol). On the synthetic scenes every method runs the whole scene at the model's input
-    size with a "background" query and no threshold, keeping its own post-processing.
+    size with a "background" query and no threshold, keeping its own post-processing, with the
+    templates `eclip evaluate` uses there ("a photo of a {}." for shapes, phrases verbatim).
     """
     key = benchmark_key(dataset)
     build = _BUILDERS.get(method, _sclip)
     if key in ("synthetic", "phrases"):
         base = build("voc21")
-        return replace(base, names=None, short_side="model", crop=None, prob_threshold=0.0, area_threshold=None,
-                       class_token_gate=False, source=f"{base.source}; scenes: whole image at the model's size, 'background' query")
+        # the templates of eclip evaluate on the scenes: the bundled models' zero-shot prompt; phrases verbatim
+        return replace(base, names=None, templates="single" if key == "synthetic" else "{}", short_side="model", crop=None,
+                       prob_threshold=0.0, area_threshold=None, class_token_gate=False,
+                       source=f"{base.source}; scenes: whole image at the model's size, 'background' query")
     return build(key)
