@@ -30,6 +30,22 @@ from eclip.segmentation import Segmenter, dataset_vocabulary, protocol_for
 from eclip.segmentation.score import score_dataset
 
 
+def method_from(spec: str):
+    """A method from "name" or "name:key=value,...", numbers and true/false converted."""
+    name, _, options = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = {"true": True, "false": False}.get(value.lower(), value)
+        for kind in (int, float):
+            try:
+                kwargs[key] = kind(value)
+                break
+            except ValueError:
+                pass
+    return name, get_method(name, **kwargs)
+
+
 def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
     records = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,11 +53,11 @@ def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
         vocabularies = {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}
         for model_name in models:
             model = load_model(model_name)
-            for method_name in methods:
-                method = get_method(method_name)
+            for spec in methods:
+                method_name, method = method_from(spec)
                 reason = method.unsupported(model)
                 if reason:
-                    records.append({"model": model_name, "method": method_name, "skipped": reason})
+                    records.append({"model": model_name, "method": spec, "skipped": reason})
                     continue
                 for vocab_name, dataset in vocabularies.items():
                     protocol = protocol_for(method_name, dataset.name)
@@ -49,11 +65,11 @@ def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
                     start = time.perf_counter()
                     metric = score_dataset(Segmenter(model, method, vocab, protocol), dataset)
                     out = metric.compute()
-                    records.append({"model": model_name, "method": method_name, "vocabulary": vocab_name, "n_images": n,
+                    records.append({"model": model_name, "method": spec, "vocabulary": vocab_name, "n_images": n,
                                     "seed": seed, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"],
                                     "mean_accuracy": out["mean_accuracy"], "per_class_iou": out["per_class_iou"],
                                     "classes": list(vocab.classnames), "seconds": round(time.perf_counter() - start, 2)})
-                    print(f"{model_name} {method_name} {vocab_name}: mIoU {100 * out['miou']:.1f} "
+                    print(f"{model_name} {spec} {vocab_name}: mIoU {100 * out['miou']:.1f} "
                           f"({records[-1]['seconds']} s)", flush=True)
     return records
 
@@ -81,7 +97,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=50, help="scenes (default 50)")
     parser.add_argument("--seed", type=int, default=TEST_SEED, help=f"scene seed (default the test seed {TEST_SEED})")
     parser.add_argument("--model", action="append", help="bundled model (repeat; default all)")
-    parser.add_argument("--method", action="append", help="method (repeat; default all)")
+    parser.add_argument("--method", action="append", help="method, or method:key=value,... (repeat; default all)")
     parser.add_argument("-o", "--out", type=Path, help="JSON records")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

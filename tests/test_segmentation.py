@@ -187,3 +187,49 @@ def test_position_interpolation_of_the_forks_differs_off_the_native_grid():
     assert torch.equal(model.embed(native), twin.embed(native))
     larger = torch.randn(1, 3, 48, 40)
     assert not torch.allclose(model.embed(larger), twin.embed(larger))
+
+
+# ------------------------------------------------------------------------------------------ free texts, figures, CLI
+def test_texts_vocabulary_background_text_or_threshold_class():
+    with_text = Vocabulary.from_texts(["a cat", "a dog"], background="background")
+    assert with_text.classnames == ("background", "a cat", "a dog") and with_text.queries == with_text.classnames
+    by_threshold = Vocabulary.from_texts(["a cat", "a dog"], threshold=True)
+    assert by_threshold.classnames == ("background", "a cat", "a dog") and by_threshold.queries == ("a cat", "a dog")
+    assert by_threshold.query_class == (1, 2) and by_threshold.background
+    assert not Vocabulary.from_texts(["a cat"]).background
+
+
+def test_free_text_protocol_scales_to_the_model():
+    from eclip.segmentation.protocol import protocol_for_texts
+
+    p = protocol_for_texts("sclip", "{}", 0.3, model_size=96)
+    assert (p.short_side, p.crop, p.stride, p.prob_threshold, p.names) == (144, 96, 48, 0.3, None)
+    assert protocol_for_texts("sclip").crop == 224
+
+
+def test_palette_is_vocs_and_the_figure_is_written(tmp_path):
+    from eclip.segmentation.figure import colorize, palette, segmentation_figure
+
+    colours = palette(4)
+    assert colours.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert colorize(np.array([[255]])).tolist() == [[[255, 255, 255]]]
+    labels = np.array([[0, 1], [2, 255]], np.uint8)
+    out = segmentation_figure(Image.new("RGB", (2, 2)), [("truth", labels)], ["background", "cat", "dog"], tmp_path / "f.png")
+    assert Image.open(out).size[0] > 200
+
+
+def test_explain_segment_writes_labels_and_a_picture(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    import eclip.cli as cli
+
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
+    for extra, out in ((["--background", "nothing"], tmp_path / "bg"), (["--threshold", "1.0"], tmp_path / "thr")):
+        result = CliRunner().invoke(cli.app, ["explain", str(image), "--segment", "--method", "naclip", "--text", "a red star",
+                                              "--text", "a blue circle", "--model", str(model_dir), "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        labels = np.load(out / "wide.npy")
+        assert labels.shape == (40, 60) and labels.dtype == np.uint8 and int(labels.max()) <= 2
+        assert Image.open(out / "wide.png").size[0] > 200
+    assert int(np.load(tmp_path / "thr" / "wide.npy").max()) == 0  # no probability reaches 1: all background

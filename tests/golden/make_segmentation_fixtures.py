@@ -20,7 +20,9 @@ code is copied here) and runs it, on the CPU in float32, on the seeded ViT-B/16 
   logits `postprocess_result` received, on every 16th pixel. The model comes from the weights
   (`clip.load(path)` for SCLIP and NACLIP; for ClearCLIP, whose `create_model` downloads, their
   open_clip fork's CLIP built from the config); ClearCLIP's `predict` casts to float16, which
-  runs here as float32 (the one line `inputs = inputs.half()` read as `inputs.float()`).
+  runs here as float32 (the one line `inputs = inputs.half()` read as `inputs.float()`), and its
+  module's import of BLIP (the `clip_type='BLIP'` branch, which needs an old transformers) is
+  replaced by an empty module.
 - CLIPtrase: their script's `self_clip(clip, 'VOC21' / 'VOC20', image_size=224, eps=0.7, min=3)`
   on the folder converted to their detectron2 layout (background 0 -> 255, classes 1..20 ->
   0..19, as their `prepare_voc_sem_seg.py`), the model from `clip_utils.load(path)`; recorded:
@@ -123,9 +125,9 @@ def run_mmseg(segmentor_class, extra: dict, variants=("voc21", "voc20")) -> dict
         voc = seg.write_voc(Path(tmp), read_inputs())
         for variant in variants:
             cfg = Config.fromfile(f"configs/cfg_{variant}.py")
-            model_cfg = {k: v for k, v in cfg.model.items() if k not in ("type", "clip_path", "clip_type", "vit_type")}
-            model_cfg["name_path"] = str(Path(model_cfg["name_path"]).resolve())
-            model = segmentor_class(**model_cfg, **extra).eval()
+            model_cfg = {k: v for k, v in cfg.model.items() if k != "type"}
+            model_cfg.update(extra, name_path=str(Path(model_cfg["name_path"]).resolve()))
+            model = segmentor_class(**model_cfg).eval()
             captured = []
             post = model.postprocess_result
 
@@ -172,6 +174,12 @@ def naclip(repo: Path) -> None:
 def clearclip(repo: Path) -> None:
     """ClearCLIP (Lan et al. 2024): `ClearCLIPSegmentation` with model_type 'ClearCLIP' (the paper's method; the
     config's base is 'vanilla', which the paper's table does not use), its fork's CLIP built from the weights."""
+    import types
+
+    # their BLIP branch (clip_type 'BLIP') needs a transformers of its time; the CLIP branch never touches it
+    blip = types.ModuleType("BLIP.models.blip_retrieval")
+    blip.blip_retrieval = None
+    sys.modules.setdefault("BLIP.models.blip_retrieval", blip)
     with inside(repo):
         import clearclip_segmentor as module
         import open_clip  # their fork
@@ -226,10 +234,11 @@ def cliptrase(repo: Path) -> None:
             kept = [f for f in order if Image.open(images / f).size == (224, 224)]
             results[variant] = {Path(f).stem: {"pred": np.asarray(p, dtype=np.int64)} for f, p in zip(order, captured["preds"])
                                 if f in kept}
-        for per_image in results.values():  # their label space -> VOC's: classes 0..19 -> 1..20, background C -> 0
+        for values in results["voc21"].values():  # their label space -> VOC21's: classes 0..19 -> 1..20, background C -> 0
+            values["pred"] = np.where(values["pred"] >= 20, 0, values["pred"] + 1)
+        for per_image in results.values():  # VOC20's is theirs: classes 0..19
             for values in per_image.values():
-                pred = values["pred"]
-                values["pred"] = np.where(pred >= 20, 0, pred + 1).astype(np.uint8)
+                values["pred"] = values["pred"].astype(np.uint8)
     write("cliptrase", results, repo, "leaves162/CLIPtrase",
           "self_clip(model, 'VOC21'/'VOC20', image_size=224, eps=0.7, min=3); 224 x 224 images only (their centre crop)")
 

@@ -55,6 +55,11 @@ def explain_command(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    segment: bool = typer.Option(False, "--segment", help="Write the argmax over the texts instead: OUT/<stem>.png "
+                                 "(segmentation in VOC's palette, legend) and OUT/<stem>.npy (H, W labels; 0 background, i text i)."),
+    background: str = typer.Option("background", "--background", help="With --segment: the background's text."),
+    threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                    help="With --segment: no background text; pixels whose best probability is below it are background."),
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores)."""
     from eclip.cli.checks import check_pretrained, check_template, check_texts
@@ -89,6 +94,9 @@ def explain_command(
 
     explainer = get_method(method)
     adapter = load_model(model, pretrained, device=device)
+    if segment:
+        _segment(adapter, explainer, texts, paths, out, "imagenet" if ensemble else (template or "{}"), background, threshold)
+        return
     features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
     word_level = method == "interactions"  # one panel per content word, and the token x location matrices
     if word_level:
@@ -120,5 +128,30 @@ def explain_command(
         }
         atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2))
     typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, templates: str, background: str,
+             threshold: float | None) -> None:
+    """`eclip explain --segment`: one label map per image (`eclip.segmentation.files`)."""
+    from tqdm import tqdm
+
+    from eclip.segmentation import Segmenter, Vocabulary
+    from eclip.segmentation.files import Failed, segment_files
+    from eclip.segmentation.protocol import protocol_for_texts
+
+    vocabulary = Vocabulary.from_texts(texts, background=None if threshold is not None else background,
+                                       threshold=threshold is not None)
+    protocol = protocol_for_texts(method.name, templates, threshold or 0.0, min(adapter.image_size))
+    segmenter = Segmenter(adapter, method, vocabulary, protocol)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    results = segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.name}")
+    for result in tqdm(results, total=len(paths), desc="segment", unit="image", file=sys.stderr):
+        if isinstance(result, Failed):
+            failed += 1
+            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
+    typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.name} on {adapter.name} -> {out}")
     if failed:
         raise typer.Exit(code=1)

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 
 
 def class_probabilities(logits: torch.Tensor, query_class: Sequence[int], num_classes: int, logit_scale: float) -> torch.Tensor:
-    """(Q, H, W) query logits -> (C, H, W): softmax over queries at `logit_scale`, max over each class's queries."""
+    """(Q, H, W) query logits -> (C, H, W): softmax over queries at `logit_scale`, max over each class's queries (0 if none)."""
     probs = torch.softmax(logits * logit_scale, dim=0)
     index = torch.as_tensor(list(query_class), device=logits.device)
     if len(index) == num_classes and bool((index == torch.arange(num_classes, device=index.device)).all()):
         return probs
-    return torch.stack([probs[index == c].amax(dim=0) for c in range(num_classes)])
+    zero = probs.new_zeros(probs.shape[1:])  # a class without query (the background of a threshold) never wins the argmax
+    return torch.stack([probs[index == c].amax(dim=0) if bool((index == c).any()) else zero for c in range(num_classes)])
 
 
 def drop_small_classes(probs: torch.Tensor, area_threshold: float) -> torch.Tensor:

@@ -165,3 +165,17 @@ def protocol_for(method: str, dataset: str) -> Protocol:
                        prob_threshold=0.0, area_threshold=None, class_token_gate=False,
                        source=f"{base.source}; scenes: whole image at the model's size, 'background' query")
     return build(key)
+
+
+def protocol_for_texts(method: str, templates: str = "{}", threshold: float = 0.0, model_size: int = 224) -> Protocol:
+    """The protocol of `method` for free texts on any image (`eclip explain --segment`): its paper's
+    windows and post-processing as on VOC20, scaled from the papers' 224 px ViT-B/16 to a model of
+    `model_size` pixels, the given templates, and pixels whose best probability is below
+    `threshold` sent to the background (0: no threshold)."""
+    base = _BUILDERS.get(method, _sclip)("voc20")
+
+    def scale(pixels: int | None) -> int | None:
+        return None if pixels is None else max(1, round(pixels * model_size / 224))
+
+    return replace(base, names=None, templates=templates, prob_threshold=threshold, class_token_gate=False,
+                   short_side=scale(base.short_side), crop=scale(base.crop), stride=scale(base.stride))

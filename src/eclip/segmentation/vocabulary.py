@@ -55,10 +55,15 @@ class Vocabulary:
         return cls(tuple(classnames) if classnames is not None else tuple(g[0] for g in names), queries, query_class, background)
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str], background: str | None = None) -> Vocabulary:
-        """One query per text (e.g. the texts given to `eclip explain --segment`), with an optional background text first."""
-        lines = ([background] if background else []) + list(texts)
-        return cls.from_lines([t.replace(",", " ") for t in lines], background=background is not None)
+    def from_texts(cls, texts: Sequence[str], background: str | None = None, threshold: bool = False) -> Vocabulary:
+        """One query per text (e.g. the texts of `eclip explain --segment`), class 0 a background:
+        the text `background` as its query, or with `threshold` a class without query that the
+        probability threshold sends pixels to; neither: no background class."""
+        texts = list(texts)
+        if threshold:
+            return cls(("background", *texts), tuple(texts), tuple(range(1, len(texts) + 1)), True)
+        lines = ([background] if background else []) + texts
+        return cls(tuple(lines), tuple(lines), tuple(range(len(lines))), background is not None)
 
     @property
     def num_classes(self) -> int:
