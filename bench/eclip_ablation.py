@@ -1,22 +1,25 @@
 """ECLIP ablation: pooling head x mask source x mask share x variant, fine-tuned from a vanilla model, measured.
 
-For each setting this fine-tunes the starting model with `eclip train` (one subprocess per
+Each setting string parses into a fine-tune recipe (`eclip.train.recipe.FinetuneRecipe`), written
+to its run folder as `recipe.json` and fine-tuned by `eclip train --recipe` (one subprocess per
 setting, `--jobs` at a time; a setting whose folder is complete is not trained again, so a killed
-ablation resumes), then measures on two sets of held-out synthetic scenes (seeds training never
-used): the *validation* seed, on which settings are chosen, and the *test* seed, on which they
-are reported. Per set: zero-shot accuracy, foreground IoU at the best threshold, mean score
-contrast (mSC), inverted rate and pointing game of the ITSM (Li et al. 2022, arXiv 2209.07046).
-The starting model is measured too, with ITSM, MaskCLIP's value path (Zhou et al. 2022, arXiv
-2112.01071) and the free attention, the training-free bars ECLIP has to beat. Writes
-OUT/ablation.md and OUT/ablation.json.
+ablation resumes). Each run is then measured on two sets of held-out synthetic scenes (seeds
+training never used): the *validation* seed, on which settings are chosen, and the *test* seed,
+on which they are reported. Per set: zero-shot accuracy, foreground IoU at the best threshold,
+mean score contrast (mSC), inverted rate and pointing game of the ITSM (Li et al. 2022, arXiv
+2209.07046). The starting model is measured too, with ITSM, MaskCLIP's value path (Zhou et al.
+2022, arXiv 2112.01071) and the free attention, the training-free bars ECLIP has to beat. Writes
+OUT/ablation.md and OUT/ablation.json (with each setting's recipe).
 
 A setting is written `head[/source/share][+option...]`:
     attention | avg | max | masked_max/cls_attention/0.6 | masked_max/rollout/top0.3
 options: +normalized (max over L2-normalised features), +current (masks from the model being
 trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
 +bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
-the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words), +lrX (learning
-rate X), +stepsN (N steps).
+the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words; --shapes-data), +lrX
+(learning rate X), +stepsN (N steps); the dense term: +dense (margin form) or +densesoft (softmax form), +dwX (its weight),
++marginX (its margin), with any head (`attention/similarity/0.6+dense`: the model's own head, the term's mask from the
+similarity source); zero-shot keepers: +visual (text tower frozen), +distillX, +l2spX (their weights). All options are ours.
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
         --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from eclip.data.synthetic import TEST_SEED, VALIDATION_SEED
 from eclip.train.checkpoint import STATE_NAME
+from eclip.train.recipe import DataRecipe, FinetuneRecipe
 
 VIT_GRID = ["attention", "avg", "max", "max+normalized",
             "masked_max/cls_attention/0.4", "masked_max/cls_attention/0.6", "masked_max/cls_attention/0.8",
@@ -43,48 +47,72 @@ RESNET_GRID = ["attention", "avg", "max", "max+normalized",
                "masked_max/cls_attention/0.6+current", "masked_max/cls_attention/0.6+last2"]
 
 
-def parse_setting(spec: str) -> tuple[list[str], dict]:
-    """`masked_max/rollout/0.6+last2` -> (eclip train arguments, a record of the setting)."""
+def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] | None = None) -> FinetuneRecipe:
+    """`masked_max/rollout/0.6+last2` -> `base` with that head, mask and options.
+
+    `files` maps a caption set ("all", "objects", "shapes") to pairs written with those captions;
+    a setting whose caption set has files reads them, else it draws synthetic scenes (when `base`
+    does). A setting that asks for captions its data cannot have is refused.
+    """
     core, *options = spec.split("+")
     head, *rest = core.split("/")
-    args = ["--pooling", head]
-    record = {"setting": spec, "pooling": head, "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-", "train": "all",
-              "variant": "+".join(options) or "-"}
-    if head == "masked_max":
+    changes: dict = {"pooling__head": head}
+    if rest or head == "masked_max":  # the mask of masked_max and of the dense term
         source = rest[0] if rest else "cls_attention"
         share = rest[1] if len(rest) > 1 else "0.6"
-        args += ["--mask-source", source]
+        changes["pooling__mask_source"] = source
         if share.startswith("top"):
-            args += ["--mask-rule", "topk", "--mask-topk", share[3:]]
+            changes.update(pooling__mask_rule="topk", pooling__mask_topk=float(share[3:]))
         else:
-            args += ["--mask-rule", "mass", "--mask-mass", share]
-        record.update(mask_source=source, mask=share if share.startswith("top") else f"mass {share}", mask_from="frozen")
+            changes.update(pooling__mask_rule="mass", pooling__mask_mass=float(share))
+    captions = "all"
     for option in options:
         if option == "normalized":
-            args += ["--max-over", "normalized"]
-            record["max_over"] = "normalized"
+            changes["pooling__max_over"] = "normalized"
         elif option == "current":
-            args += ["--mask-from", "current"]
-            record["mask_from"] = "current"
+            changes["pooling__mask_from"] = "current"
         elif option.startswith("last"):
-            args += ["--train", f"last:{int(option[4:])}"]
-            record["train"] = f"last:{int(option[4:])}"
+            changes["train"] = f"last:{int(option[4:])}"
         elif option == "visual":
-            args += ["--train", "visual"]
-            record["train"] = "visual"
-        elif option == "bgneg":
-            args += ["--background-negatives", "max"]
-        elif option == "bgavg":
-            args += ["--background-negatives", "avg"]
+            changes["train"] = "visual"
+        elif option in ("bgneg", "bgavg"):
+            changes["loss__background_negatives"] = "max" if option == "bgneg" else "avg"
         elif option in ("objects", "shapes"):
-            args += ["--captions", option]
+            captions = option
+        elif option in ("dense", "densesoft"):
+            changes["loss__dense"] = "margin" if option == "dense" else "softmax"
+        elif option.startswith("dw"):
+            changes["loss__dense_weight"] = float(option[2:])
+        elif option.startswith("margin"):
+            changes["loss__dense_margin"] = float(option[6:])
+        elif option.startswith("distill"):
+            changes["loss__distill"] = float(option[7:])
+        elif option.startswith("l2sp"):
+            changes["loss__l2sp"] = float(option[4:])
         elif option.startswith("lr"):
-            args += ["--lr", str(float(option[2:]))]
+            changes["settings__lr"] = float(option[2:])
         elif option.startswith("steps"):
-            args += ["--steps", str(int(option[5:]))]
+            changes["settings__steps"] = int(option[5:])
         else:
             raise SystemExit(f"unknown option +{option} in setting {spec!r}")
-    return args, record
+    path = (files or {}).get(captions)
+    if path:
+        changes["data"] = DataRecipe.from_spec(path, captions=captions, image_size=base.data.image_size)
+    elif base.data.kind == "synthetic":
+        changes["data__captions"] = captions
+    elif captions != (base.data.captions or "all"):
+        raise SystemExit(f"setting {spec!r} needs pairs with {captions} captions; give --{captions}-data or train on the synthetic stream")
+    return base.replace(**changes)
+
+
+def describe(spec: str, recipe: FinetuneRecipe) -> dict:
+    """The table's record of a setting: its name and the recipe fields the grid varies."""
+    head = recipe.pooling
+    masked = head.head == "masked_max" or recipe.loss.dense != "none"
+    share = f"top{head.mask_topk}" if head.mask_rule == "topk" else f"mass {head.mask_mass}"
+    return {"setting": spec, "pooling": head.head, "mask_source": head.mask_source if masked else "-", "mask": share if masked else "-",
+            "max_over": head.max_over, "mask_from": head.mask_from if masked else "-", "train": recipe.train,
+            "variant": "+".join(spec.split("+")[1:]) or "-"}
 
 
 def folder_name(spec: str) -> str:
@@ -96,21 +124,19 @@ def eclip_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from eclip.cli import main; main()"]
 
 
-def fine_tune_command(model: str, spec: str, out: Path, common: list[str], data: dict[str, str]) -> list[str] | None:
-    """The `eclip train` command of one setting, or None when its folder is complete (measured before).
+def fine_tune_command(recipe: FinetuneRecipe, out: Path, run_options: list[str]) -> list[str] | None:
+    """The `eclip train` command of one setting (its recipe written to OUT/recipe.json), or None when its folder is complete.
 
-    Options a setting names (+lrX, +stepsN) come after `common`, so they win. `data` maps the
-    caption set ("all", "objects") to a `--data` value; a +objects setting reads the objects pairs.
+    `run_options` say how to run it (device, threads) and come after `--recipe`, so any recipe
+    option among them (`--extra`) overrides the setting's.
     """
     if (out / "wall_s.txt").exists():
         return None
-    args, _ = parse_setting(spec)
-    captions = args[args.index("--captions") + 1] if "--captions" in args else "all"
-    source = ["--data", data[captions]] if data.get(captions) else []
-    if source and "--captions" in args:  # the pairs already carry the objects captions
-        i = args.index("--captions")
-        args = args[:i] + args[i + 2:]
-    command = eclip_command() + ["train", "--model", model, "--out", str(out), *common, *source, *args]
+    from eclip.writing import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipe.json", json.dumps(recipe.to_json(), indent=2))
+    command = eclip_command() + ["train", "--recipe", str(out / "recipe.json"), "--out", str(out), *run_options]
     if (out / STATE_NAME).exists():
         command.append("--resume")
     return command
@@ -177,7 +203,7 @@ def row(record: dict, result: dict, method: str, wall: float | None) -> dict:
     for name, metrics in result.items():
         m = metrics[method]
         out[name] = {"zero_shot": metrics["zero_shot"]["top1"], "fg_iou": m["fg_iou"], "threshold": m["threshold"],
-                     "score_contrast": m["score_contrast"], "inverted_rate": m["inverted_rate"], "pointing": m["pointing"]}
+                     "score_contrast": m["msc"] / 100, "inverted_rate": m["inverted_rate"], "pointing": m["pointing_game"]}
     return out
 
 
@@ -207,9 +233,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1, help="Fine-tunes run at the same time.")
     parser.add_argument("--device", default="cpu", help="Device of the fine-tunes and the measurements.")
-    parser.add_argument("--data", default=None, help="--data of every fine-tune (default: the synthetic stream).")
-    parser.add_argument("--objects-data", default=None, help="--data of +objects settings (pairs whose captions name no background).")
-    parser.add_argument("--extra", default="", help="More `eclip train` arguments for every setting, e.g. '--weight-decay 0.05'.")
+    parser.add_argument("--data", default=None, help="Pairs (all captions) of every fine-tune (default: the synthetic stream).")
+    parser.add_argument("--data-seed", type=int, default=1000, help="Seed of the synthetic stream (training seeds: 1000, 1001).")
+    parser.add_argument("--objects-data", default=None, help="Pairs of +objects settings (captions that name no background).")
+    parser.add_argument("--shapes-data", default=None, help="Pairs of +shapes settings.")
+    parser.add_argument("--extra", default="",
+                        help="More `eclip train` arguments for every setting, e.g. '--weight-decay 0.05' (they override the settings').")
     parser.add_argument("--n", type=int, default=300, help="Held-out scenes per set.")
     parser.add_argument("--val-seed", type=int, default=VALIDATION_SEED, help="Scenes the settings are chosen on.")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="Scenes the settings are reported on.")
@@ -222,37 +251,43 @@ def main() -> None:
     import torch
 
     from eclip.models.loading import load_model
+    from eclip.models.pooling import PoolingConfig
+    from eclip.train.loop import TrainSettings
+    from eclip.train.recipe import Start, recipe_of
 
     torch.set_num_threads(args.threads)
     start = load_model(args.model)
-    trained_on = (getattr(start, "config", None) or {}).get("training", {}).get("extra", {}).get("data", {})
-    size = args.scene_size or int(trained_on.get("image_size") or start.image_size[0])
+    parent = recipe_of(start)
+    size = args.scene_size or int((parent.data.image_size if parent else None) or start.image_size[0])
     settings = args.settings or (VIT_GRID if start.arch == "vit" else RESNET_GRID)
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup", str(args.warmup),
-              "--threads", str(args.threads), "--checkpoint-every", "100", "--device", args.device, *args.extra.split()]
-    data = {"all": args.data, "objects": args.objects_data}
+    data = DataRecipe.from_spec(args.data, captions="all") if args.data else DataRecipe(seed=args.data_seed)  # scenes of the parent's size
+    base = FinetuneRecipe(start=Start(model=args.model), pooling=PoolingConfig(head="masked_max"), data=data,
+                          settings=TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                                                 checkpoint_every=100))
+    files = {"all": args.data, "objects": args.objects_data, "shapes": args.shapes_data}
+    run_options = ["--threads", str(args.threads), "--device", args.device, *args.extra.split()]
 
     folders = {spec: args.out / "runs" / folder_name(spec) for spec in settings}
-    commands = {spec: fine_tune_command(args.model, spec, folder, common, data) for spec, folder in folders.items()}
+    recipes = {spec: parse_setting(spec, base, files) for spec in settings}
+    commands = {spec: fine_tune_command(recipes[spec], folder, run_options) for spec, folder in folders.items()}
     if not args.eval_only:
         with open(args.out / "commands.log", "a") as log:
             run_fine_tunes([(folders[s], c) for s, c in commands.items() if c is not None], args.jobs, log)
 
-    base = {"setting": "vanilla", "pooling": "attention", "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-",
-            "train": "-", "variant": "-"}
+    vanilla = {"setting": "vanilla", "pooling": "attention", "mask_source": "-", "mask": "-", "max_over": "raw", "mask_from": "-",
+               "train": "-", "variant": "-"}
     reference = ["itsm", "maskclip", "free_attention"]
     done = [spec for spec, folder in folders.items() if (folder / "wall_s.txt").exists()]
     jobs = [(args.model, reference)] + [(str(folders[spec]), ["itsm"]) for spec in done]
     results = measure_all(jobs, args, size, max(1, args.jobs))
-    rows = [row(base, results[0], m, None) for m in reference if m in results[0]["test"]]
+    rows = [row(vanilla, results[0], m, None) for m in reference if m in results[0]["test"]]
     for spec, result in zip(done, results[1:]):
-        _, record = parse_setting(spec)
-        rows.append(row(record, result, "itsm", float((folders[spec] / "wall_s.txt").read_text())))
+        rows.append(row(describe(spec, recipes[spec]), result, "itsm", float((folders[spec] / "wall_s.txt").read_text())))
     (args.out / "ablation.json").write_text(json.dumps({
         "model": args.model, "arch": start.arch, "eval": {"validation_seed": args.val_seed, "test_seed": args.test_seed,
                                                           "n": args.n, "scene_size": size},
-        "train": common, "rows": rows,
+        "run_options": run_options, "rows": rows, "recipes": {s: r.to_json() for s, r in recipes.items()},
         "commands": {s: " ".join(c or []) for s, c in commands.items()}}, indent=2))
     title = (f"{start.arch}: fine-tuned from {args.model}, {args.steps} steps x {args.batch_size}, lr {args.lr}; "
              f"{args.n} held-out scenes per set (validation seed {args.val_seed}, test seed {args.test_seed}, {size} px)")

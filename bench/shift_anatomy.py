@@ -33,21 +33,21 @@ def contrast(values: torch.Tensor, inside: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def anatomy(name: str, seed: int, n: int, template: str = "single") -> dict[str, float]:
+def anatomy(name: str, seed: int, n: int, template: str = "single", device: str = "cpu") -> dict[str, float]:
     from eclip.data.synthetic import CLASSNAMES, batch_of_scenes
     from eclip.models.loading import load_model
     from eclip.prompts import encode_prompts
     from eclip.shift import synthetic_samples
 
-    model = load_model(name)
-    text = encode_prompts(model, list(CLASSNAMES), template)
+    model = load_model(name, device=device)
+    text = encode_prompts(model, list(CLASSNAMES), template).float().cpu()
     shared = F.normalize(text.mean(dim=0), dim=-1)
-    captions = F.normalize(model.encode_text(batch_of_scenes(1001, 0, 500)[1]).float().mean(dim=0), dim=-1)
+    captions = F.normalize(model.encode_text(batch_of_scenes(1001, 0, 500)[1]).float().mean(dim=0), dim=-1).cpu()
     sums: dict[str, float] = {"cos": 0.0, "dot": 0.0, "specific": 0.0, "shared": 0.0, "captions": 0.0, "norm_ratio": 0.0}
     pairs = 0
     for sample in synthetic_samples(seed, n):
         x = model.preprocess([sample.image])
-        dense = model.dense(x)[0].float()
+        dense = model.dense(x)[0].float().cpu()
         h, w, _ = dense.shape
         dense = dense.reshape(h * w, -1)
         unit = F.normalize(dense, dim=-1)
@@ -75,9 +75,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--template", default="single", help="Prompt template set or a template with {} (eclip.prompts).")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    rows = [anatomy(name, args.seed, args.n, args.template) for name in args.model]
+    rows = [anatomy(name, args.seed, args.n, args.template, args.device) for name in args.model]
     print("| model | pairs | cos (ITSM) | dot | specific | shared | captions | norm in / out |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

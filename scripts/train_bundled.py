@@ -16,10 +16,13 @@ vanilla model folders, the ablation tables, and the fine-tunes the selection rul
 
     python scripts/train_bundled.py --out runs/bundled --device cuda --workers 14 --vanilla-seconds 240 --pack out/pack
     python scripts/train_bundled.py --unpack out/pack --out runs/bundled      # rebuild the fine-tunes' folders
+
+`--pack-issue20 OUT --pack DIR` packs what `scripts/gpu_issue20.sh` made in OUT (`pack_issue20`).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -48,7 +51,8 @@ VIT_SETTINGS = [
     "masked_max/rollout/0.6+bgneg",
 ]
 PAPER_SETTING = "masked_max/cls_attention/0.6"
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "eclip" / "assets" / "models"
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "src" / "eclip" / "assets" / "models"
 
 
 def eclip(*args: str) -> list[str]:
@@ -178,6 +182,88 @@ def pack(out: Path, target: Path) -> None:
                 tar.add(out / extra, arcname=extra)
 
 
+def select_issue20(rows: list[dict], tolerance: float = 0.01) -> list[str]:
+    """The fine-tunes worth keeping, chosen on the validation seed only: the best ITSM mSC, and the best
+    whose zero-shot accuracy stays within `tolerance` (one point) of the vanilla model's."""
+    vanilla = next(r for r in rows if r["setting"] == "vanilla")["validation"]["zero_shot"]
+    tuned = sorted((r for r in rows if r["setting"] != "vanilla"), key=lambda r: r["validation"]["score_contrast"], reverse=True)
+    keepers = [r for r in tuned if r["validation"]["zero_shot"] >= vanilla - tolerance]
+    return list(dict.fromkeys(r["setting"] for r in tuned[:1] + keepers[:1]))
+
+
+def pack_issue20(out: Path, target: Path, archs: list[str]) -> None:
+    """What `scripts/gpu_issue20.sh` made in `out`, as a few files in `target`.
+
+    Writes bench/results/issue20-ablation-<arch>.json (the ablation, recipes included) and
+    issue20-heldout-<arch>.json (every `eclip evaluate` record, keyed by scene set and setting, and
+    where the shift lives), then `target/results.tar` (those, the tables, the logs, the recipes) and
+    one `finetunes-<arch>-<setting>.tar` per fine-tune `select_issue20` keeps, as deltas from the
+    vanilla model (`unpack` rebuilds them).
+    """
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from eclip_ablation import folder_name
+
+    target.mkdir(parents=True, exist_ok=True)
+    results = REPO / "bench" / "results"
+    written = []
+    for arch in archs:
+        ablation = json.loads((out / f"ablation-{arch}" / "ablation.json").read_text())
+        settings = {str((out / f"ablation-{arch}" / "runs" / folder_name(s)).resolve()): s for s in ablation["recipes"]}
+        setting = functools.partial(_setting_of, settings)
+        records = []
+        for file in sorted((out / "eval").glob(f"{arch}-*.json")):
+            scenes = file.stem[len(arch) + 1:].removesuffix("-bars")
+            records += [{**r, "scenes": scenes, "setting": setting(r.get("model", ""))} for r in json.loads(file.read_text())]
+        anatomy_file = out / "eval" / f"anatomy-{arch}.json"
+        anatomy = [{**r, "setting": setting(r["model"])} for r in json.loads(anatomy_file.read_text())] if anatomy_file.exists() else []
+        for name, data in ((f"issue20-ablation-{arch}.json", ablation),
+                           (f"issue20-heldout-{arch}.json", {"scenes": {"test": "96 px, 1-3 objects, up to 4 clutter marks",
+                                                                        "size192": "192 px", "objects5": "up to 5 objects",
+                                                                        "clutter16": "up to 16 clutter marks",
+                                                                        "phrases": "test scenes, phrase grounding"},
+                                                             "seed": 777, "evaluate": records, "anatomy": anatomy})):
+            (results / name).write_text(json.dumps(data, indent=1))
+            written.append(results / name)
+        parent = _model_folder(ablation["model"])
+        for chosen in select_issue20(ablation["rows"]):
+            run = out / f"ablation-{arch}" / "runs" / folder_name(chosen)
+            delta = out / "deltas" / arch / folder_name(chosen)
+            delta.mkdir(parents=True, exist_ok=True)
+            save_file(delta_state(run, parent), str(delta / "delta.safetensors"))
+            for name in ("config.json", "recipe.json", "losses.json", "wall_s.txt"):
+                if (run / name).exists():
+                    (delta / name).write_text((run / name).read_text())
+            with tarfile.open(target / f"finetunes-{arch}-{folder_name(chosen)}.tar", "w") as tar:
+                tar.add(delta, arcname=f"{arch}/{folder_name(chosen)}")
+    with tarfile.open(target / "results.tar", "w") as tar:
+        for path in written:
+            tar.add(path, arcname=str(path.relative_to(REPO)))
+        for arch in archs:
+            folder = out / f"ablation-{arch}"
+            for name in ("ablation.md", "commands.log"):
+                if (folder / name).exists():
+                    tar.add(folder / name, arcname=f"issue20/ablation-{arch}/{name}")
+            for recipe in sorted(folder.glob("runs/*/recipe.json")):
+                tar.add(recipe, arcname=f"issue20/ablation-{arch}/runs/{recipe.parent.name}/recipe.json")
+        for extra in ("logs", "eval"):
+            if (out / extra).exists():
+                tar.add(out / extra, arcname=f"issue20/{extra}")
+
+
+def _setting_of(settings: dict[str, str], model: str) -> str:
+    """The ablation setting whose run folder `model` is, or "vanilla"."""
+    return settings.get(str(Path(model).resolve()), "vanilla")
+
+
+def _model_folder(name: str) -> Path:
+    """The folder of a bundled model name or a model folder path."""
+    from eclip.models.loading import BUNDLED, bundled_dir
+
+    return bundled_dir(name) if name in BUNDLED else Path(name)
+
+
 def unpack(source: Path, out: Path) -> None:
     """Rebuild model folders from a `pack`: vanilla ones as they are, fine-tunes from their deltas."""
     from safetensors.torch import load_file, save_file
@@ -191,9 +277,11 @@ def unpack(source: Path, out: Path) -> None:
         arch = delta.parent.name
         target = out / "finetunes" / arch / delta.name
         target.mkdir(parents=True, exist_ok=True)
-        state = apply_delta(out / "models" / f"synth-{arch}", load_file(str(delta / "delta.safetensors")))
+        parent = out / "models" / f"synth-{arch}"
+        parent = parent if parent.exists() else BUNDLED / f"synth-{arch}"  # fine-tunes of the bundled vanilla model
+        state = apply_delta(parent, load_file(str(delta / "delta.safetensors")))
         save_file(state, str(target / "model.safetensors"))
-        for name in ("config.json", "losses.json", "wall_s.txt"):
+        for name in ("config.json", "recipe.json", "losses.json", "wall_s.txt"):
             if (delta / name).exists():
                 (target / name).write_text((delta / name).read_text())
         log(f"rebuilt {target}")
@@ -201,7 +289,7 @@ def unpack(source: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="Work folder (required unless --pack-issue20).")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS), help="Architectures to train.")
     parser.add_argument("--continue-bundled", action="store_true",
@@ -222,7 +310,13 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=None, help="Seconds after which the ablation is stopped.")
     parser.add_argument("--pack", type=Path, default=None)
     parser.add_argument("--unpack", type=Path, default=None)
+    parser.add_argument("--pack-issue20", type=Path, default=None, help="Pack what scripts/gpu_issue20.sh made in this folder into --pack.")
     args = parser.parse_args()
+    if args.pack_issue20:
+        pack_issue20(args.pack_issue20, args.pack, args.archs)
+        return
+    if args.out is None:
+        parser.error("--out is required")
     if args.unpack:
         unpack(args.unpack, args.out)
         return

@@ -124,3 +124,25 @@ def test_attention_records_are_probabilities(vit_adapter):
     assert torch.allclose(x_plain, x_rec, atol=1e-5)
     attn = records[-1].attn
     assert torch.allclose(attn.sum(-1), torch.ones_like(attn.sum(-1)), atol=1e-5)
+
+
+def test_public_members_are_the_wrapped_models_own():
+    """What phrase localisation and interactions read: the class token, the position embedding, the pre-norm and the
+    unnormalised text forward, the same from open_clip and from its Hugging Face twin."""
+    pytest.importorskip("transformers")
+    from eclip.models.hf_convert import open_clip_to_hf
+
+    oc = make_open_clip("vit")
+    ocd, hf = make_adapter("vit", model=oc), make_adapter("vit", model=open_clip_to_hf(oc))
+    assert ocd.pos_embedding is oc.visual.positional_embedding and ocd.class_embedding is oc.visual.class_embedding
+    x = torch.randn(2, 5, ocd.pos_embedding.shape[-1])
+    for adapter in (ocd, hf):
+        assert torch.allclose(adapter.pos_embedding, oc.visual.positional_embedding)
+        assert torch.allclose(adapter.class_embedding, oc.visual.class_embedding)
+        assert torch.allclose(adapter.ln_pre(x), oc.visual.ln_pre(x), atol=1e-6)
+    tokens = ocd.tokenize(["a red star", "two shapes"])
+    with torch.no_grad():
+        own = oc.encode_text(tokens)
+        assert torch.allclose(ocd.encode_tokens(tokens), own, atol=1e-6)
+        assert torch.allclose(hf.encode_tokens(tokens), own, atol=1e-5)
+    assert torch.allclose(F.normalize(own, dim=-1), ocd.encode_text(["a red star", "two shapes"]), atol=1e-6)

@@ -58,6 +58,12 @@ def sandbox(tmp_path_factory) -> Path:
     save_model_folder(box / "mismatch", make_open_clip("vit"), VIT)  # ViT weights ...
     (box / "mismatch" / "config.json").write_text(json.dumps({**RN, "format": "eclip-model/1"}))  # ... under a ResNet config
     (box / "tiny.json").write_text(json.dumps(VIT))
+    wide = {**VIT, "open_clip": {**VIT["open_clip"], "vision_cfg": {**VIT_CFG, "width": 10**6}}}
+    save_model_folder(box / "wide", make_open_clip("vit"), wide)  # a config asking for a network of 10^6 channels
+    broken = make_open_clip("vit")
+    with torch.no_grad():
+        broken.visual.proj[0, 0] = float("nan")
+    save_model_folder(box / "nan", broken, VIT)
     write_dataset(box / "data", n=2, seed=1, config=SceneConfig(image_size=32))
     done = eclip(["train", "--config", "tiny.json", "--out", "run", "--steps", "2", "--batch-size", "4", "--warmup", "1",
                   "--scene-size", "32"], box)
@@ -99,6 +105,11 @@ CASES = [
     ("explain-unknown-method", ["explain", IMG, "--text", "a", *TINY, "--method", "nope"], ["'nope'"]),
     ("explain-config-does-not-fit-weights", ["explain", IMG, "--text", "a", "--model", "mismatch"], ["mismatch"]),
     ("explain-empty-text", ["explain", IMG, "--text", " ", *TINY], ["--text"]),
+    ("explain-model-typo", ["explain", IMG, "--model", "synth-vit-eclipse"], ["did you mean synth-vit-eclip?"]),
+    ("explain-model-folder-missing", ["explain", IMG, "--text", "a", "--model", "runs/nothing"], ["runs/nothing: no such folder"]),
+    ("explain-model-config-too-wide", ["explain", IMG, "--text", "a", "--model", "wide"],
+     ["wide/config.json", "open_clip.vision_cfg.width is 1000000"]),
+    ("explain-model-nan-weights", ["explain", IMG, "--text", "a", "--model", "nan"], ["nan/model.safetensors", "visual.proj", "NaN"]),
     ("explain-pretrained-for-a-folder", ["explain", IMG, "--text", "a", *TINY, "--pretrained", "openai"], ["--pretrained openai"]),
     ("explain-unknown-option", ["explain", IMG, "--bogus"], ["--bogus"]),
     # evaluate
@@ -117,6 +128,7 @@ CASES = [
     ("evaluate-missing-root", ["evaluate", "--dataset", "synthetic", "--root", "nowhere", *TINY], ["nowhere"]),
     ("evaluate-unknown-dataset", ["evaluate", "--dataset", "imagenet", "--root", "data", *TINY], ["imagenet"]),
     ("evaluate-no-root", ["evaluate", *TINY], ["--root"]),
+    ("evaluate-dataset-typo", ["evaluate", "--dataset", "synthetc", "--root", "data", *TINY], ["did you mean synthetic?"]),
     # shift
     ("shift-n-0", ["shift", *TINY, "--n", "0"], ["--n 0"]),
     ("shift-n-negative", ["shift", *TINY, "--n", "-3"], ["--n -3"]),

@@ -82,7 +82,12 @@ def test_registry_names_and_errors(tmp_path, synth_root):
         open_dataset("synthetic", synth_root, limit=-2)
     with pytest.raises(DatasetError, match="no splits"):
         open_dataset("synthetic", synth_root, split="train")
-
+    for typo, meant in (("synthetc", "synthetic"), ("vco", "voc"), ("pascal_contxt", "context"), ("coco2071", "coco")):
+        with pytest.raises(DatasetError, match=f"unknown dataset '{typo}'; did you mean {meant}\\? choose one of voc,"):
+            open_dataset(typo, tmp_path)
+    for name in DATASETS:  # every entry of the table names a class that opens (here: refuses a missing folder)
+        with pytest.raises(DatasetError, match="nowhere|pycocotools"):
+            open_dataset(name, tmp_path / "nowhere")
 
 
 def test_classname_files_are_readable_and_complete():

@@ -1,6 +1,7 @@
 """Text-based decomposition: the contributions add up to the model's embedding; the authors' normalisation by hand."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,25 @@ def test_layers_option_keeps_the_last_layers_only():
     assert one.flatten(2).std(-1).gt(0).all(), "a single text is not centred away to a constant"
 
 
+def test_the_terms_travel_with_the_maps_one_per_image():
+    """`Maps.extra["decomposition"]`: each image's cosines and their terms, which add up to them, whatever the options."""
+    adapter = make_adapter("vit", seed=3)
+    images = random_images(adapter, seed=5)
+    maps = get_method("decomposition:layers=1").explain(adapter, images, TEXTS)
+    parts = decompose(adapter, images)
+    cosine = F.normalize(adapter.encode_image(images), dim=-1) @ adapter.encode_text(TEXTS).T
+    assert len(maps.extra["decomposition"]) == 2
+    for b, terms in enumerate(maps.extra["decomposition"]):
+        total = terms.embed + terms.mlps.sum(0) + terms.heads.sum((0, 1))
+        assert np.allclose(total, cosine[b].numpy(), atol=1e-5) and np.allclose(terms.cosine, cosine[b].numpy(), atol=1e-5)
+        assert np.allclose(terms.spatial, parts.spatial(adapter.encode_text(TEXTS))[b].numpy(), atol=1e-6)  # all layers, uncentred
+        record = terms.record()
+        assert len(record["heads"]) == 3 and np.allclose(record["heads"][1], terms.heads[..., 1])
+        assert record["mlps"][2] == pytest.approx(terms.mlps[:, 2].tolist())
+        rows = terms.rows(TEXTS)
+        assert sum(r["contribution"] for r in rows if r["text"] == TEXTS[0]) == pytest.approx(float(cosine[b, 0]), abs=1e-5)
+
+
 def test_text_span_finds_the_directions_a_head_writes_in():
     """Outputs vary only along two of the pool's texts: those two are found first, and explain all the variance."""
     g = torch.Generator().manual_seed(0)
@@ -118,7 +138,6 @@ def tiny_folder(tmp_path):
 def test_decompose_cli_tables_add_up_to_the_cosine(tiny_folder, tmp_path):
     import csv
 
-    import numpy as np
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -141,12 +160,20 @@ def test_decompose_cli_tables_add_up_to_the_cosine(tiny_folder, tmp_path):
     assert total == pytest.approx(float(cosine), abs=1e-5)
     assert "head 1" in (out / "scene_decomposition.md").read_text()
     assert (out / "scene_decomposition.png").stat().st_size > 1000
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "no temporary file is left"
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (tmp_path / "scene.png").rename(folder / "scene.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    mixed = CliRunner().invoke(cli.app, ["decompose", str(folder), "--text", "a red star", "--model", str(tiny_folder),
+                                         "-o", str(tmp_path / "mixed_out"), "--batch-size", "2"])
+    assert mixed.exit_code == 1 and "broken.png" in mixed.output
+    assert sorted(p.name for p in (tmp_path / "mixed_out").iterdir()) == [f"scene_decomposition.{s}" for s in ("csv", "md", "png")]
 
 
 def test_textspan_cli_and_resnet_refusal(tiny_folder, tmp_path):
     import json
 
-    import numpy as np
     from PIL import Image
     from typer.testing import CliRunner
 

@@ -7,13 +7,12 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import eclip.cli as cli
 from eclip.data.bundled import samples_root
 from eclip.data.synthetic import SyntheticDataset
-from eclip.demo import mean_contrasts
-from eclip.metrics.semantic_shift import ScoreContrast
 from eclip.models.loading import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +43,16 @@ def test_the_demo_command_writes_a_figure_per_sample_with_vanilla_eclip_and_free
     assert all(-1 <= value <= 1 for value in report["mean"].values())
 
 
-def test_score_contrast_and_its_mean():
-    heat = np.zeros((4, 4))
-    heat[:2] = 1.0
-    mask = np.zeros((4, 4), dtype=bool)
-    mask[:2] = True
-    assert ScoreContrast.contrasts(heat[None], mask[None]).tolist() == [1.0]
-    assert ScoreContrast.contrasts(1 - heat[None], mask[None]).tolist() == [-1.0]
-    per_image = [{"star": {"a": 1.0, "b": -0.5}}, {"ring": {"a": 0.0, "b": 0.5}, "heart": {"a": 0.5, "b": 0.0}}]
-    assert mean_contrasts(per_image) == {"a": 0.5, "b": 0.0}
+def test_the_mean_contrast_is_the_mean_of_the_figures_contrasts(tmp_path):
+    """The printed means come from the metric suite; the figures' contrasts from the same maps, pair by pair."""
+    from eclip.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", models=["synth-vit"], batch_size=4, progress=False)
+    values: dict[str, list[float]] = {}
+    for by_class in result.per_image.values():
+        for by_panel in by_class.values():
+            for title, value in by_panel.items():
+                values.setdefault(title, []).append(value)
+    assert result.mean.keys() == values.keys() and len(result.figures) == len(result.per_image) >= 4
+    for title, contrasts in values.items():
+        assert result.mean[title] == pytest.approx(float(np.mean(contrasts)), rel=1e-9, abs=1e-12)

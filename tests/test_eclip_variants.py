@@ -1,4 +1,4 @@
-"""ECLIP variants (ours): background negatives, object-only captions, parallel scene drawing, shards."""
+"""ECLIP variants (ours): background negatives, object-only captions, shards."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from helpers import make_adapter, random_images
 from PIL import Image
 
-from eclip.data.pairs import SyntheticPairs, WebDatasetPairs
+from eclip.data.pairs import WebDatasetPairs
 from eclip.data.shards import write_shards
 from eclip.data.synthetic import (
     CAPTION_SETS,
@@ -24,10 +24,11 @@ from eclip.data.synthetic import (
     render_scene,
     scene_seed,
 )
-from eclip.errors import ModelLoadError
+from eclip.errors import RecipeError
 from eclip.models.pooling import PoolingConfig
-from eclip.train.finetune import PooledWithNegatives, make_embedder
-from eclip.train.losses import clip_loss
+from eclip.train.finetune import make_embedder
+from eclip.train.losses import LossTerms, clip_loss
+from eclip.train.recipe import FinetuneRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def test_background_is_pooled_outside_the_mask(arch, pooling):
     embedder = make_embedder(adapter, PoolingConfig(head="masked_max", mask_source="cls_attention", mask_mass=0.5), pooling)
     images = random_images(adapter, batch=2)
     out = embedder(adapter.model, images)
-    assert isinstance(out, PooledWithNegatives)
+    assert out.negatives is not None and out.valid is not None
     _, dense = adapter.pooled_and_dense(images)
     mask = embedder.masks(images)
     for b in range(2):
@@ -71,11 +72,10 @@ def test_background_is_pooled_outside_the_mask(arch, pooling):
 
 
 def test_background_negatives_need_a_mask():
-    adapter = make_adapter("vit")
-    with pytest.raises(ModelLoadError, match="masked_max"):
-        make_embedder(adapter, PoolingConfig(head="max"), "max")
-    with pytest.raises(ModelLoadError, match="none, max or avg"):
-        make_embedder(adapter, PoolingConfig(head="masked_max"), "median")
+    with pytest.raises(RecipeError, match="`loss.background_negatives` max needs the masked_max head"):
+        FinetuneRecipe(pooling=PoolingConfig(head="max"), loss=LossTerms(background_negatives="max"))
+    with pytest.raises(RecipeError, match="none, max, avg"):
+        LossTerms(background_negatives="median")
 
 
 def test_object_captions_never_name_the_background():
@@ -96,16 +96,6 @@ def test_shape_captions_speak_the_zero_shot_prompt():
     assert two.caption.startswith("a photo of a") and " and a" in two.caption and two.caption.endswith(".")
 
 
-def test_worker_processes_draw_the_same_batches():
-    serial, parallel = SyntheticPairs(seed=3, image_size=32), SyntheticPairs(seed=3, workers=2, prefetch=2, image_size=32)
-    try:
-        for index in (0, 1, 3):
-            a, b = serial.part(index, 6, 1, 5), parallel.part(index, 6, 1, 5)
-            assert torch.equal(a[0], b[0]) and a[1] == b[1]
-    finally:
-        parallel.close()
-
-
 def test_shards_hold_the_scenes_and_captions(tmp_path):
     config = SceneConfig(image_size=32)
     shards = write_shards(tmp_path / "pairs", 7, seed=9, config=config, shard_size=3)
@@ -119,19 +109,31 @@ def test_shards_hold_the_scenes_and_captions(tmp_path):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(first))), images[0])
 
 
-def test_ablation_settings_map_to_train_options():
+def test_ablation_settings_parse_into_recipes():
     sys.path.insert(0, str(ROOT / "bench"))
-    from eclip_ablation import parse_setting
+    from eclip_ablation import describe, parse_setting
 
-    args, record = parse_setting("masked_max/similarity/0.6+bgavg+objects+lr5e-5+steps900")
-    assert args[:2] == ["--pooling", "masked_max"]
-    for expected in (["--mask-source", "similarity"], ["--background-negatives", "avg"], ["--captions", "objects"],
-                     ["--lr", "5e-05"], ["--steps", "900"]):
-        i = args.index(expected[0])
-        assert args[i:i + 2] == expected
-    assert record["variant"] == "bgavg+objects+lr5e-5+steps900"
+    from eclip.train.recipe import DataRecipe, Start
+
+    base = FinetuneRecipe(start=Start(model="synth-vit"), data=DataRecipe(seed=1001))
+    recipe = parse_setting("masked_max/similarity/0.6+bgavg+objects+last2+lr5e-5+steps900", base)
+    assert recipe.pooling == PoolingConfig(head="masked_max", mask_source="similarity", mask_mass=0.6)
+    assert recipe.loss.background_negatives == "avg" and recipe.train == "last:2"
+    assert (recipe.settings.lr, recipe.settings.steps) == (5e-5, 900) and recipe.settings.batch_size == base.settings.batch_size
+    assert recipe.data == DataRecipe(seed=1001, captions="objects") and recipe.start == base.start
+    assert describe("masked_max/similarity/0.6+bgavg", recipe)["mask"] == "mass 0.6"
+    topk = parse_setting("masked_max/rollout/top0.3+normalized+current", base).pooling
+    assert (topk.mask_rule, topk.mask_topk, topk.max_over, topk.mask_from) == ("topk", 0.3, "normalized", "current")
+    # pairs written with the setting's captions are read from their files; captions the data cannot have are refused
+    files = parse_setting("max+objects", base, {"objects": "pairs-objects"}).data
+    assert files == DataRecipe(kind="files", path="pairs-objects", seed=None, max_objects=None, captions="objects")
+    on_files = base.replace(data=DataRecipe.from_spec("pairs-all", captions="all"))
+    with pytest.raises(SystemExit, match="shapes"):
+        parse_setting("max+shapes", on_files)
     with pytest.raises(SystemExit):
-        parse_setting("max+wings")
+        parse_setting("max+wings", base)
+    with pytest.raises(RecipeError, match="pooling.head"):
+        parse_setting("median", base)
 
 
 def test_fine_tune_deltas_rebuild_the_model(tmp_path):
@@ -155,6 +157,33 @@ def test_fine_tune_deltas_rebuild_the_model(tmp_path):
     rebuilt = apply_delta(parent, delta)
     expected = {k: v.half() for k, v in model.state_dict().items()}
     assert all(torch.equal(rebuilt[k], expected[k]) for k in expected)
+
+
+def test_the_gpu_script_runs_settings_that_parse_and_packs_what_validation_selects():
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from eclip_ablation import parse_setting
+    from train_bundled import select_issue20
+
+    from eclip.train.recipe import DataRecipe, Start
+
+    listed = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_issue20.sh"), "--settings"], capture_output=True, text=True, check=True)
+    base = FinetuneRecipe(start=Start(model="synth-vit"), data=DataRecipe.from_spec("pairs-all", captions="all"))
+    files = {"all": "pairs-all", "objects": "pairs-objects", "shapes": "pairs-shapes"}
+    for line in listed.stdout.splitlines():
+        arch, settings = line.split(": ")
+        recipes = [parse_setting(spec, base, files) for spec in settings.split()]
+        assert {r.pooling.head for r in recipes} >= {"masked_max", "attention"} and any(r.loss.dense != "none" for r in recipes), arch
+        assert any(r.loss.distill for r in recipes) and any(r.loss.l2sp for r in recipes) and any(r.train == "visual" for r in recipes)
+
+    def row(setting, msc, zero_shot):
+        return {"setting": setting, "validation": {"score_contrast": msc, "zero_shot": zero_shot}, "test": {}}
+
+    rows = [row("vanilla", -0.06, 0.60), row("a", 0.10, 0.50), row("b", 0.15, 0.55), row("c", 0.05, 0.595), row("d", 0.02, 0.62)]
+    assert select_issue20(rows) == ["b", "c"]  # the best mSC, and the best within one point of zero-shot
+    assert select_issue20(rows[:3]) == ["b"]
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])

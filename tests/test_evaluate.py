@@ -60,8 +60,7 @@ def by_hand(model_path: Path, root: Path, method: str, limit: int) -> dict:
     each class present (resized as every map is), the metrics on them, and the two ends of the
     deletion curves, whose values are known: the cosine of the image, then of its blurred copy."""
     from eclip.data.registry import open_dataset
-    from eclip.evaluation.runner import prepare
-    from eclip.evaluation.sources import class_text_features
+    from eclip.evaluation.maps import class_text_features, prepare
     from eclip.methods.base import get_method, maps_to_size
     from eclip.metrics.faithfulness import baseline_images
     from eclip.models.loading import load_model

@@ -78,3 +78,30 @@ def test_unknown_model_is_one_clear_line(images, tmp_path):
     result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), "--text", "x", "--model", "no-such-model"])
     assert result.exit_code != 0
     assert "unknown model 'no-such-model'" in str(result.exception)
+
+
+def test_method_options_reach_the_maps_and_the_record(model_dir, images, tmp_path):
+    """`--method NAME:KEY=VALUE,...`: the options change the maps, and the record names the method by its canonical label."""
+    outs = {}
+    for spec in ("maskclip", "maskclip: ffn=false ,residual=0"):
+        out = outs[spec] = tmp_path / spec.replace(":", "_").replace(" ", "")
+        result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), "--text", "a star", "--text", "a ring",
+                                              "--model", str(model_dir), "--method", spec, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    plain, bare = (np.load(out / "wide.npy") for out in outs.values())
+    assert not np.allclose(plain, bare, atol=1e-3)
+    assert json.loads((outs["maskclip"] / "wide.json").read_text())["method"] == "maskclip"
+    record = json.loads((outs["maskclip: ffn=false ,residual=0"] / "wide.json").read_text())
+    assert record["method"] == "maskclip:ffn=false,residual=false"
+
+
+def test_a_misspelt_method_or_option_is_one_line_with_the_closest_name(model_dir, images, tmp_path, capsys):
+    for spec, expected in (("maskclp", "unknown method 'maskclp' (did you mean 'maskclip'?)"),
+                           ("maskclip:resdual=false", "no option 'resdual' (did you mean 'residual'?)"),
+                           ("maskclip:residual=sometimes", "option residual='sometimes': expected bool")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["explain", str(images / "wide.png"), "--text", "a star", "--model", str(model_dir), "--method", spec,
+                      "-o", str(tmp_path / "never")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "never").exists()

@@ -77,10 +77,10 @@ def test_integrated_jacobians_are_complete_in_the_limit(arch):
         toks = adapter.tokenize([text])
         states = {}
         with hooked_input(block, lambda h: states.setdefault("ref", h)):
-            adapter._encode_tokens(reference_tokens(adapter, toks.shape[1])[None])
+            adapter.encode_tokens(reference_tokens(adapter, toks.shape[1])[None])
         with hooked_input(block, lambda h: states["ref"]):
-            e_rt = adapter._encode_tokens(toks)[0]
-        text_diff = adapter._encode_tokens(toks)[0] - e_rt
+            e_rt = adapter.encode_tokens(toks)[0]
+        text_diff = adapter.encode_tokens(toks)[0] - e_rt
         image_diff = adapter.encode_image(images)[0] - adapter.encode_image(torch.zeros_like(images))[0]
     image_errors, text_errors = [], []
     with torch.enable_grad():
@@ -108,6 +108,32 @@ def test_method_maps_follow_the_cached_texts_and_refuse_ensembles(reference):
     assert torch.allclose(prompted.raw, direct.raw, atol=1e-6)
     with pytest.raises(MethodError, match="prompt ensemble"):
         method.explain(adapter, images, encode_prompts(adapter, ["star"], "seven"), text_labels=["star"])
+
+
+def test_the_token_interactions_travel_with_the_maps_one_per_image(reference):
+    """`Maps.extra["interactions"]`: per image, every caption's matrix, words and tokens; the method keeps nothing."""
+    _, adapter = reference
+    images = random_images(adapter, seed=3)
+    captions = ["a red star next to a blue circle.", "stripes"]
+    method = get_method("interactions", steps=2)
+    maps = method.explain(adapter, images, captions)
+    direct = interactions(adapter, images, captions, steps=2)
+    assert [type(e).__name__ for e in maps.extra["interactions"]] == ["ImageInteractions"] * 2
+    longest, short = len(direct[0].tokens), len(direct[1].tokens)
+    assert longest == 11 and short < longest  # BOS, 9 tokens ("circle." is two), EOS; "stripes" is padded
+    for b, extra in enumerate(maps.extra["interactions"]):
+        array = extra.array()
+        assert array.shape == (2, longest, 4, 4) and array.dtype == np.float32
+        assert torch.allclose(torch.from_numpy(array[0]), direct[0].matrix[b], atol=1e-6)
+        assert torch.allclose(torch.from_numpy(array[1, :short]), direct[1].matrix[b], atol=1e-6) and not array[1, short:].any()
+        record = extra.record()
+        assert [w["word"] for w in record[captions[0]]["words"]] == ["red", "star", "blue", "circle."]
+        assert record[captions[0]]["tokens"] == direct[0].tokens.tolist()
+        titles, panels = extra.panels()
+        assert titles[0] == f"red\n({captions[0][:30]})" and len(titles) == len(panels) == 5
+        assert torch.allclose(panels[0], direct[0].matrix[b, 2], atol=1e-6)  # "red" is token 2
+        assert torch.allclose(maps.raw[b, 0], direct[0].text_map()[b], atol=1e-6)
+    assert not hasattr(method, "last")
 
 
 def test_explain_cli_writes_one_panel_per_content_word_and_the_matrix(tmp_path):

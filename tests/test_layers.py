@@ -81,6 +81,36 @@ def test_methods_reach_resnet_internals_only_through_the_adapter():
     assert not offenders, offenders
 
 
+def private_model_members(source: str) -> list[str]:
+    """'line model._name' of every private member read on a variable called `model` (the adapter)."""
+    return [f"{node.lineno} model.{node.attr}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "model"
+            and node.attr.startswith("_") and not node.attr.startswith("__")]
+
+
+def test_methods_use_only_the_adapters_public_members():
+    """The DenseCLIP protocol is the adapters' public members; a method that reads `model._x` depends on one adapter's insides."""
+    offenders = [f"{p.relative_to(SRC)}:{m}" for p in modules("methods") for m in private_model_members(p.read_text())]
+    assert not offenders, offenders
+    assert private_model_members("x = model._pos_embedding()\ny = model.pos_embedding\nz = model.__class__\n") == \
+        ["1 model._pos_embedding"]
+
+
+def test_methods_keep_no_result_of_a_call():
+    """Extra outputs travel on `Maps.extra`: no method class assigns to itself (`self.last = ...`); its options are its fields."""
+    offenders = []
+    for path in modules("methods"):
+        classes = [c for c in ast.walk(ast.parse(path.read_text())) if isinstance(c, ast.ClassDef)
+                   and any(ast.unparse(base).endswith("Method") for base in c.bases)]
+        for node in (n for c in classes for n in ast.walk(c)):
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                        offenders.append(f"{path.relative_to(SRC)}:{node.lineno} self.{target.attr}")
+    assert not offenders, offenders
+
+
 def test_report_takes_each_direction_from_its_metric():
     from eclip.metrics import Deletion, Insertion, PointingGame, ScoreContrast, ThresholdIoU
     from eclip.report.tables import METRICS

@@ -1,4 +1,4 @@
-"""One map path: `eclip explain`, `eclip evaluate`, `eclip shift` / `demo` and the library API give the same map."""
+"""One map path: `eclip explain`, `eclip evaluate`, the figures of `eclip shift` / `demo` and the library API give the same map."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,10 +45,10 @@ def test_explain_npy_is_the_map_evaluate_scores_and_shift_draws(model_dir, scene
     assert len(scored) == 1 and scored[0].shape == (len(present), 52, 52) and len(present) >= 2
     np.testing.assert_allclose(scored[0].numpy(), npy[present], rtol=0, atol=1e-6)
 
-    from eclip.shift import Panel, panel_maps
+    from eclip.evaluation.maps import Panel, panel_maps, prepare
 
-    drawn = panel_maps(Panel("itsm", load_model(str(model_dir)), get_method("itsm")), sample, list(sample.masks), CLASSNAMES)
-    np.testing.assert_allclose(drawn.numpy(), npy[present], rtol=0, atol=1e-6)
+    (drawn,) = panel_maps([Panel("itsm", load_model(str(model_dir)), get_method("itsm"))], [prepare(sample, CLASSNAMES)], CLASSNAMES)
+    np.testing.assert_allclose(drawn.per_sample()[0].numpy(), npy[present], rtol=0, atol=1e-6)
 
 
 def test_explain_images_and_files_agree_and_saved_chunks_equal_the_maps(tmp_path, monkeypatch):

@@ -1,8 +1,11 @@
-"""Baseline explanation methods: invariants for all, and a by-hand check of each method's formula.
+"""Explanation methods: invariants for every registered method, its options, and a by-hand check of each formula.
 
-The by-hand versions below use open_clip's own modules (blocks, attention pool, final norm,
-projection) directly, not the adapter's helpers, so they catch a wrong formula as well as wrong
-plumbing. All models are the tiny seeded CLIPs of tests/helpers.
+The invariants follow the registry: registering a method puts it under test, on both
+architectures (or refused, with the reason, where it is not defined). The by-hand versions below
+use open_clip's own modules (blocks, attention pool, final norm, projection) directly, not the
+adapter's helpers, so they catch a wrong formula as well as wrong plumbing. All models are the
+tiny seeded CLIPs of tests/helpers; the per-method formulas of the related work are checked in
+test_decomposition, test_interactions, test_phrase and test_cliptrase.
 """
 from __future__ import annotations
 
@@ -11,25 +14,37 @@ import torch
 import torch.nn.functional as F
 from helpers import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
 
-import eclip.methods.catalogue  # noqa: F401  (first: registration order is the listing order)
 from eclip.errors import MethodError
 from eclip.methods.base import available_methods, get_method, minmax_normalise
+from eclip.methods.catalogue import ORDER
+from eclip.methods.dense import DenseMethod
+from eclip.methods.gradient import GradientMethod
 from eclip.methods.naclip import neighbourhood_prior
+from eclip.methods.options import format_value, method_options
 from eclip.methods.rise import generate_masks, rise_saliency
 from eclip.methods.rollout import attention_rollout
 from eclip.methods.surgery import feature_surgery
 
-MINE = ["gradcam", "chefer", "rollout", "rise", "maskclip", "surgery", "sclip", "clearclip", "naclip", "gem",
-        "grad_eclip", "legrad"]
-GRADIENT = ["gradcam", "chefer", "grad_eclip", "legrad"]
-DENSE = ["maskclip", "surgery", "sclip", "clearclip", "naclip", "gem"]
+ARCHS = ("vit", "resnet")
 TEXTS = ["a red star", "a blue circle", "two shapes on stripes"]
-OPTIONS = {"rise": {"n_masks": 40}}
+#: Options that keep the slow methods quick on the tiny models (any other method runs with its defaults).
+OPTIONS = {"rise": {"n_masks": 40}, "interactions": {"steps": 3}}
+
+
+def family(base: type) -> list[str]:
+    """The registered methods of a family (subclasses of `base`)."""
+    return [name for name, cls in available_methods().items() if issubclass(cls, base)]
+
+
+GRADIENT = family(GradientMethod)
+DENSE = family(DenseMethod)
+#: Methods that run the image encoder once for any number of texts, besides the two families.
+ONE_PASS = DENSE + GRADIENT + ["surgery", "rollout", "free_attention", "decomposition", "cliptrase"]
 
 
 def supported(names):
     methods = available_methods()
-    return [(arch, name) for name in names for arch in ("vit", "resnet") if arch in methods[name].archs]
+    return [(arch, name) for name in names for arch in ARCHS if arch in methods[name].archs]
 
 
 def method(name, **extra):
@@ -89,42 +104,118 @@ def one_layer_vit():
     return make_adapter("vit", model=model)
 
 
-# ------------------------------------------------------------------ invariants, every method
-def test_registry_lists_the_baselines_in_order():
-    names = list(available_methods())
-    assert [n for n in names if n in MINE] == MINE
-    assert names.index("itsm") < names.index("gradcam")
-    for name in MINE:
-        cls = available_methods()[name]
-        assert "arXiv" in cls.paper and cls.archs <= {"vit", "resnet"}
+# ------------------------------------------------------------------ invariants, every registered method
+def test_registry_lists_every_method_in_the_catalogues_order():
+    methods = available_methods()
+    assert list(methods) == list(ORDER), "a built-in method is registered and listed in catalogue.ORDER"
+    assert list(methods)[:3] == ["itsm", "itsm_specific", "free_attention"] and ORDER.index("itsm") < ORDER.index("gradcam")
+    for cls in methods.values():
+        assert "arXiv" in cls.paper and cls.archs <= {"vit", "resnet"} and cls.archs
+    assert methods["decomposition"].archs == {"vit"} and methods["cliptrase"].archs == {"vit"}
+    assert methods["interactions"].archs == methods["phrase"].archs == {"vit", "resnet"}
 
 
-@pytest.mark.parametrize("arch,name", supported(MINE))
-def test_maps_in_range_and_model_untouched(adapters, arch, name):
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", list(available_methods()))
+def test_invariants(adapters, arch, name):
+    """Every method on every architecture: maps of the right shape in [0, 1], per text unless the method
+    ignores the text, the model untouched; or, where the method is not defined, a refusal that says so."""
     adapter = adapters[arch]
     images = random_images(adapter, seed=1)
+    cls = available_methods()[name]
+    if arch not in cls.archs:
+        assert cls.unsupported(adapter) is not None
+        with pytest.raises(MethodError, match=f"'{name}' is not defined for {arch}"):
+            method(name).explain(adapter, images, TEXTS)
+        return
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     own = adapter.encode_image(images)
     maps = method(name).explain(adapter, images, TEXTS)
     h, w = images.shape[-2:]
-    assert maps.scores.shape == (2, 3, h, w)
+    assert maps.scores.shape == (2, 3, h, w) and maps.raw.shape[:2] == (2, 3) and maps.texts == TEXTS
     assert torch.isfinite(maps.scores).all() and torch.isfinite(maps.raw).all()
     assert maps.scores.min() >= 0.0 and maps.scores.max() <= 1.0
     assert maps.raw.flatten(2).std(-1).gt(0).all(), "no constant map"
+    if cls.uses_text:
+        assert not torch.allclose(maps.raw[:, 0], maps.raw[:, 1]), "different texts, different maps"
+    else:
+        assert torch.equal(maps.raw[:, 0], maps.raw[:, 1]), "a text-independent map is the same for every text"
+    assert all(len(per_image) == 2 for per_image in maps.extra.values()), "extras come one per image"
     assert all(torch.equal(before[k], v) for k, v in adapter.model.state_dict().items())
     assert all(p.grad is None for p in adapter.model.parameters())
     assert torch.equal(adapter.encode_image(images), own)
 
 
-@pytest.mark.parametrize("name", [n for n in MINE if "resnet" not in available_methods()[n].archs])
-def test_vit_only_methods_refuse_resnets(adapters, name):
-    with pytest.raises(MethodError):
-        method(name).explain(adapters["resnet"], random_images(adapters["resnet"]), TEXTS)
+@pytest.mark.parametrize("name", list(available_methods()))
+def test_option_specs_round_trip(name):
+    """Every option, written as a spec with its default, parses back to its value; the label is canonical and parses to itself."""
+    options = method_options(available_methods()[name])
+    assert get_method(name).label == name
+    if not options:
+        return
+    spec = f" {name} : " + " , ".join(f"{key} = {format_value(o.default)}" for key, o in reversed(options.items()))
+    built = get_method(spec)
+    assert all(getattr(built, key) == o.default for key, o in options.items())
+    assert built.label == name + ":" + ",".join(f"{key}={format_value(options[key].default)}" for key in sorted(options))
+    again = get_method(built.label)
+    assert again.label == built.label and type(again) is type(built)
+    changed = get_method(name, **OPTIONS.get(name, {}))
+    assert get_method(changed.label).label == changed.label
 
 
-@pytest.mark.parametrize("arch,name", supported(DENSE + GRADIENT))
+def test_specs_parse_typed_values_and_name_what_is_wrong():
+    chefer = get_method("chefer:target=cosine,start_layer=0")
+    assert (chefer.target, chefer.start_layer, chefer.vmap) == ("cosine", 0, True)
+    assert chefer.label == "chefer:start_layer=0,target=cosine"
+    phrase = get_method("phrase:segments=[100, 150],float16_positions=false,temperature=0.02,pad=none")
+    assert (phrase.segments, phrase.float16_positions, phrase.temperature, phrase.pad) == ((100, 150), False, 0.02, None)
+    assert phrase.label == "phrase:float16_positions=false,pad=none,segments=[100,150],temperature=0.02"
+    assert get_method("naclip:sigma=5").label == get_method("naclip:sigma=5.0").label == "naclip:sigma=5.0"
+    assert get_method("chefer", start_layer=0).label == "chefer:start_layer=0"  # Python options count as given
+    assert get_method("chefer:target=logit").label == "chefer:target=logit", "a default the spec names stays in the label"
+    for spec, message in [("chefr", r"unknown method 'chefr' \(did you mean 'chefer'\?\); known methods: itsm, "),
+                          ("chefer:start_layr=0", r"no option 'start_layr' \(did you mean 'start_layer'\?\); its options: .*start_layer"),
+                          ("chefer:start_layer=first", r"option start_layer='first': expected int; e.g. chefer:start_layer=-1"),
+                          ("chefer:vmap=maybe", r"option vmap='maybe': expected bool"),
+                          ("gem:temperature=hot", r"option temperature='hot': expected float or none"),
+                          ("phrase:segments=[1,x]", r"segments='\[1,x\]': expected list of int or none; e.g. phrase:segments=\[1,2\]"),
+                          ("chefer:start_layer", r"'start_layer' is not key=value"),
+                          ("chefer:start_layer=0,start_layer=1", r"'start_layer' is given twice"),
+                          ("itsm_specific:softmax=true", r"no option 'softmax'; it takes no options"),
+                          ("chefer:target=cos", r"unknown target 'cos'")]:
+        with pytest.raises(MethodError, match=message):
+            get_method(spec)
+    with pytest.raises(MethodError, match="given twice"):
+        get_method("chefer:start_layer=0", start_layer=1)
+
+
+def test_command_line_checks_accept_specs():
+    from eclip.cli.checks import check_methods
+
+    check_methods(["itsm", "chefer:start_layer=0,target=cosine", "phrase:segments=[100,200]"])
+    with pytest.raises(MethodError, match="did you mean 'target'"):
+        check_methods(["itsm", "chefer:targte=cosine"])
+
+
+def test_eclip_methods_lists_every_method_with_its_options():
+    from typer.testing import CliRunner
+
+    import eclip.cli as cli
+
+    lines = CliRunner().invoke(cli.app, ["methods"]).output.splitlines()
+    for name, cls in available_methods().items():
+        at = next(i for i, line in enumerate(lines) if line.startswith(name + "\t"))
+        assert "arXiv" in lines[at] and lines[at].split("\t")[1] == ",".join(sorted(cls.archs))
+        options = method_options(cls)
+        if options:
+            assert lines[at + 1] == "\toptions: " + ", ".join(o.describe() for o in options.values())
+    assert "\toptions: target=logit (str), text_batch=none (int or none), vmap=true (bool), start_layer=-1 (int)" in lines
+    assert any("NAME:KEY=VALUE" in line for line in lines)
+
+
+@pytest.mark.parametrize("arch,name", supported(ONE_PASS))
 def test_one_image_forward_for_all_texts(adapters, arch, name, monkeypatch):
-    """Dense methods run one forward; gradient methods one forward and one backward, for K texts."""
+    """Dense (and other single-pass) methods run one forward; gradient methods one forward and one backward, for K texts."""
     adapter = adapters[arch]
     entry = "embed" if arch == "vit" else "features"
     calls = {"forward": 0, "backward": 0}
@@ -157,8 +248,9 @@ def test_batched_texts_equal_single_text_runs(adapters, arch, name):
     assert not torch.allclose(together[:, 0], together[:, 1]), "different texts give different maps"
 
 
-@pytest.mark.parametrize("arch,name", supported([n for n in DENSE if n != "surgery"]) + supported(["surgery"]))
+@pytest.mark.parametrize("arch,name", supported([n for n in DENSE if n != "itsm_specific"] + ["surgery"]))
 def test_dense_maps_for_k_texts_equal_one_text_at_a_time(adapters, arch, name):
+    """The dense family's map of a text does not depend on the other texts (itsm_specific subtracts their mean by design)."""
     adapter = adapters[arch]
     images = random_images(adapter, seed=4)
     extra = {"remove_redundant": False} if name == "surgery" else {}  # feature surgery couples texts by design
@@ -175,7 +267,7 @@ def test_methods_run_the_same_on_the_hugging_face_twin():
     oc = make_open_clip("vit")
     hf, ocd = make_adapter("vit", model=open_clip_to_hf(oc)), make_adapter("vit", model=oc)
     images = random_images(ocd)
-    for name in [n for n in MINE if n != "rise"]:
+    for name in [n for n, cls in available_methods().items() if "vit" in cls.archs]:
         a, b = raw(ocd, name, images=images), raw(hf, name, images=images)
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), name
 

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from eclip.metrics import Deletion, Insertion, PointingGame, ScoreContrast, ThresholdIoU, perturbation_curves, threshold_grid
+from eclip.metrics import (
+    Deletion,
+    Insertion,
+    PointingGame,
+    ScoreContrast,
+    ThresholdIoU,
+    ZeroShotAccuracy,
+    perturbation_curves,
+    threshold_grid,
+)
 from eclip.metrics.faithfulness import baseline_images, removal_rank
 
 
@@ -116,6 +125,36 @@ def test_score_contrast_excludes_ignored_pixels():
     metric = ScoreContrast()
     metric.update(graded, mask, ignore)
     assert metric.compute()["msc"] == pytest.approx(40.0)
+
+
+def test_per_pair_contrasts_keep_their_places_and_sum_to_the_msc():
+    mask = square_mask()
+    ignore = torch.zeros_like(mask)
+    ignore[9] = True
+    graded = torch.where(mask, 0.6, 0.2)
+    graded[9] = 1.0  # ignored: the contrast stays 0.4
+    empty = torch.zeros_like(mask)  # no object: undefined
+    maps = torch.stack([graded, 1 - graded, graded])
+    masks = torch.stack([mask, mask, empty])
+    per_pair = ScoreContrast.per_pair(maps, masks, ignore)
+    assert per_pair[:2].tolist() == pytest.approx([0.4, -0.4]) and torch.isnan(per_pair[2])
+    metric = ScoreContrast()
+    metric.update(maps, masks, ignore)
+    assert metric.compute()["msc"] == pytest.approx(100 * float(per_pair[:2].mean()), abs=1e-12)
+    assert torch.equal(per_pair[:2], ScoreContrast.contrasts(maps, masks, ignore))
+
+
+# -------------------------------------------------------------------------------------- zero-shot
+
+
+def test_zero_shot_accuracy_counts_a_hit_among_the_present_classes():
+    metric = ZeroShotAccuracy()
+    metric.update([0, 2, 1], [{0}, {1, 2}, {0}])  # hit (single), hit (two present), miss (single)
+    assert metric.compute() == {"top1": pytest.approx(2 / 3), "top1_single": 0.5, "n": 3, "n_single": 2}
+    other = ZeroShotAccuracy()
+    other.update([3], [{3}])
+    assert metric.merge(other).compute()["top1"] == 0.75 and ZeroShotAccuracy().compute()["top1"] == 0.0
+    assert ZeroShotAccuracy.higher_is_better
 
 
 # -------------------------------------------------------------------------------------- pointing

@@ -46,9 +46,9 @@ def test_phrases_are_instance_masks_named_by_colour_and_shape(scenes):
 
 
 def test_only_synthetic_has_phrases(scenes):
-    with pytest.raises(DatasetError, match="--task phrases"):
+    with pytest.raises(DatasetError, match="task=phrases"):
         open_phrases("voc", scenes)
-    with pytest.raises(EvaluationError, match="--task"):
+    with pytest.raises(EvaluationError, match="task=.objects. must be one of classes, phrases"):
         EvalConfig("synthetic", scenes, task="objects")
     assert EvalConfig("synthetic", scenes, task="phrases").template_set == "{}"
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from helpers import TEXT_CFG, VIT_CFG, make_adapter, make_open_clip, random_images
 
-from eclip.errors import MethodError, ModelLoadError
+from eclip.errors import MethodError, RecipeError
 from eclip.methods.base import get_method
 from eclip.models.free_attention import attention_weights, foreground_mask, mass_mask, topk_mask
 from eclip.models.pooling import PoolingConfig, max_pool
@@ -121,11 +121,11 @@ def test_sources_and_the_free_attention_method(adapter):
 
 
 def test_bad_pooling_values_are_clear():
-    with pytest.raises(ModelLoadError, match="head"):
+    with pytest.raises(RecipeError, match="`pooling.head` 'median'"):
         PoolingConfig(head="median")
-    with pytest.raises(ModelLoadError, match="mask_mass"):
+    with pytest.raises(RecipeError, match="`pooling.mask_mass` 1.5"):
         PoolingConfig(mask_mass=1.5)
-    with pytest.raises(ModelLoadError, match="unknown keys"):
+    with pytest.raises(RecipeError, match="unknown keys"):
         PoolingConfig.from_json({"head": "max", "temperature": 1})
 
 

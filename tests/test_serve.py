@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from helpers import tiny_model
 from PIL import Image
 from typer.testing import CliRunner
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 import eclip.cli as cli
 from eclip.data.bundled import sample_images
 from eclip.errors import ImageLoadError, MethodError, ModelLoadError, TextInputError
+from eclip.metrics import ScoreContrast
 from eclip.serve import (
     BundledSamples,
     ModelCache,
@@ -25,7 +25,6 @@ from eclip.serve import (
     resolve_template,
     write_figures,
 )
-from eclip.shift import pair_contrast
 
 LIMITS = ServeLimits()
 
@@ -94,7 +93,7 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
     texts = [f"a {present[0]}", absent, "something else"]
     result = explain_request(cache, item, texts, "a photo of a {}.", [paths["vit"]], ["itsm"], tmp_path)
     first, missing, unnamed = result.panels
-    expected = pair_contrast(torch.from_numpy(np.load(result.figures[0].npy)[0]), item.sample, present[0])
+    expected = float(ScoreContrast.per_pair(np.load(result.figures[0].npy)[:1], item.sample.masks[present[0]][None])[0])
     assert first.contrast == pytest.approx(expected) and f"contrast {expected:+.2f}" in first.caption
     assert missing.contrast_class == absent and missing.contrast is None and "no " in missing.caption
     assert unnamed.contrast_class is None and "contrast" not in unnamed.caption
@@ -120,7 +119,7 @@ def test_pairs_are_read_from_the_model_configs(tmp_path, monkeypatch):
         path = tmp_path / name
         path.mkdir()
         config = {"format": "eclip-model/1", "pooling": {"head": head} if head else None,
-                  "training": {"extra": {"start": {"model": start}}} if start else {}}
+                  "training": {"start": {"model": start}} if start else {}}
         (path / "config.json").write_text(json.dumps(config))
         return path
 
@@ -141,7 +140,7 @@ def test_the_bundled_pairs_are_fine_tunes_of_their_vanilla_model():
     assert pairs, "the bundled models should hold at least one vanilla / ECLIP pair"
     for vanilla, tuned in pairs.items():
         config = json.loads((bundled_dir(tuned) / "config.json").read_text())
-        assert config["training"]["extra"]["start"]["model"] == vanilla and config["pooling"]["head"] != "attention"
+        assert config["training"]["start"]["model"] == vanilla and config["pooling"]["head"] != "attention"
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [
@@ -234,10 +233,10 @@ def test_big_images_keep_full_size_maps_on_disk_and_display_size_ones_in_memory(
 
 
 def test_serve_binds_loopback_and_warns_when_exposed(monkeypatch):
-    import eclip.app
+    import eclip.serve.page as page
 
     launched = []
-    monkeypatch.setattr(eclip.app, "launch", lambda demo, host, port, *rest, **kw: launched.append((host, port, demo)))
+    monkeypatch.setattr(page, "launch", lambda demo, host, port, *rest, **kw: launched.append((host, port, demo)))
     result = CliRunner().invoke(cli.app, ["serve", "--port", "7999"])
     assert result.exit_code == 0, result.output
     assert launched[-1][:2] == ("127.0.0.1", 7999) and "warning" not in result.output
@@ -247,8 +246,8 @@ def test_serve_binds_loopback_and_warns_when_exposed(monkeypatch):
 
 
 def test_serve_refuses_a_bad_model_before_serving(monkeypatch, tmp_path):
-    import eclip.app
+    import eclip.serve.page as page
 
-    monkeypatch.setattr(eclip.app, "launch", lambda *a, **k: pytest.fail("served with a bad model"))
+    monkeypatch.setattr(page, "launch", lambda *a, **k: pytest.fail("served with a bad model"))
     result = CliRunner().invoke(cli.app, ["serve", "--model", str(tmp_path / "nothing-here")])
     assert result.exit_code != 0 and isinstance(result.exception, ModelLoadError)

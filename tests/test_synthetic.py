@@ -171,6 +171,39 @@ def test_broken_folders_are_reported(tmp_path):
         SyntheticDataset(root)
 
 
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("file, change, named", [
+    ("annotations.json", lambda d: d["images"].__setitem__(1, "000001"), "images[1] is a str, not an object"),
+    ("annotations.json", lambda d: d["images"][1]["objects"][0].pop("colour"), "images[1].objects[0] has no 'colour'"),
+    ("annotations.json", lambda d: d["images"][0]["objects"][0].update(shape="hexagon"), "images[0].objects[0].shape='hexagon'"),
+    ("annotations.json", lambda d: d["images"][0]["objects"].__setitem__(0, 7), "images[0].objects[0] is a int"),
+    ("annotations.json", lambda d: d["images"][0].update(id="../../x"), "images[0].id='../../x' is not a file name"),
+    ("meta.json", lambda d: d.pop("config"), "no 'config'"),
+    ("meta.json", lambda d: d.update(config=[96]), "'config': the scene config is a list"),
+    ("meta.json", lambda d: d["config"].update(image_size="big"), "'config': SceneConfig field image_size='big' is not a whole number"),
+    ("meta.json", lambda d: d["config"].update(texture=True), "field texture=True is not a number"),
+    ("meta.json", lambda d: d["config"].update(shapes="star"), "field shapes='star' is not a list of names"),
+    ("meta.json", lambda d: d.update(classnames=None), "'classnames' is not a list"),
+])
+def test_malformed_metadata_is_one_dataset_error_naming_the_file_and_field(tmp_path, file, change, named):
+    """A damaged or hand-edited meta.json / annotations.json fails when the folder is opened, not inside an evaluation."""
+    from eclip.data.phrases import SyntheticPhrases
+
+    root = write_dataset(tmp_path / "ds", 2, seed=3, config=SceneConfig(image_size=32, min_objects=2))
+    _edit(root / file, change)
+    for open_folder in (SyntheticDataset, SyntheticPhrases):
+        with pytest.raises(DatasetError) as caught:
+            open_folder(root)
+        message = str(caught.value)
+        assert str(root / file) in message and named in message and "eclip synth" in message, message
+        assert len(message.splitlines()) == 1
+
+
 def test_writer_refuses_foreign_folders_and_interrupted_runs_read_as_incomplete(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from helpers import TINY_VIT_CONFIG
 
-from eclip.errors import CheckpointError, OptionError
+from eclip.errors import CheckpointError, RecipeError
 from eclip.models.loading import load_model, simple_tokenizer
-from eclip.train.loop import TrainSettings, train
+from eclip.train.loop import Run, TrainSettings, train
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.2, 1.0), "yellow": (1.0, 0.9, 0.1)}
 CONFIG = TINY_VIT_CONFIG
@@ -44,36 +44,42 @@ def _settings(**kw) -> TrainSettings:
     return TrainSettings(**{**base, **kw})
 
 
-def test_twenty_steps_lower_the_loss(tmp_path):
+def _run(settings: TrainSettings, model=None, config: dict = CONFIG) -> Run:
+    """The tiny ViT trained from scratch on coloured squares, its record naming the settings."""
+    from dataclasses import asdict
+
     tok, _ = simple_tokenizer(16)
-    result = train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(), progress=False)
+    return Run(model if model is not None else _model(), tok, ColourSquares(), settings,
+               record={**config, "training": {"settings": asdict(settings)}})
+
+
+def test_twenty_steps_lower_the_loss(tmp_path):
+    result = train(_run(_settings()), tmp_path / "run", progress=False)
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert last < first - 0.1, result.losses
     loaded = load_model(str(tmp_path / "run"))
     assert loaded.arch == "vit" and loaded.encode_text(["a red square"]).shape == (1, 24)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["steps"] == 20
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["settings"]["steps"] == 20
 
 
 def test_killed_run_resumes_with_the_same_next_loss(tmp_path):
-    tok, _ = simple_tokenizer(16)
-    full = train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "full", _settings(steps=12), progress=False)
+    full = train(_run(_settings(steps=12)), tmp_path / "full", progress=False)
     # "kill" after 10 steps: the last checkpoint is at step 10
-    part = train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "part", _settings(steps=12), stop_after=10, progress=False)
+    part = train(_run(_settings(steps=12)), tmp_path / "part", stop_after=10, progress=False)
     assert len(part.losses) == 10
-    resumed = train(_model(seed=99), CONFIG, ColourSquares(), tok, tmp_path / "part", _settings(steps=12), resume=True, progress=False)
+    resumed = train(_run(_settings(steps=12), model=_model(seed=99)), tmp_path / "part", resume=True, progress=False)
     assert resumed.losses[:10] == part.losses
     assert resumed.losses[10] == pytest.approx(full.losses[10], abs=1e-5)
     assert resumed.losses[11] == pytest.approx(full.losses[11], abs=1e-5)
 
 
 def test_existing_run_needs_resume_and_corrupt_state_is_clear(tmp_path):
-    tok, _ = simple_tokenizer(16)
-    train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), progress=False)
-    with pytest.raises(CheckpointError, match="--resume"):
-        train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), progress=False)
+    train(_run(_settings(steps=5)), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="`resume`"):
+        train(_run(_settings(steps=5)), tmp_path / "run", progress=False)
     (tmp_path / "run" / "train_state.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="train_state.safetensors"):
-        train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=5), resume=True, progress=False)
+        train(_run(_settings(steps=5)), tmp_path / "run", resume=True, progress=False)
 
 
 class _Payload:
@@ -89,47 +95,42 @@ class _Payload:
 @pytest.mark.parametrize("name", ["train_state.pt", "train_state.safetensors"])
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_crafted_pickle_in_the_output_folder_never_runs(tmp_path, name, resume):
-    tok, _ = simple_tokenizer(16)
     run, marker = tmp_path / "run", tmp_path / "pwned"
     run.mkdir()
     torch.save({"step": 1, "model": _Payload(marker), "optimizer": {}, "scheduler": {}, "rng": {}}, run / name)
-    with pytest.raises(CheckpointError, match="pass --resume" if not resume else name):
-        train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=2), resume=resume, progress=False)
+    with pytest.raises(CheckpointError, match="with `resume`" if not resume else name):
+        train(_run(_settings(steps=2)), run, resume=resume, progress=False)
     assert not marker.exists()
     assert sorted(p.name for p in run.iterdir()) == [name]  # nothing written, nothing removed
 
 
 def test_resume_with_other_options_is_refused_and_the_same_options_resume(tmp_path):
-    tok, _ = simple_tokenizer(16)
-    train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=6), stop_after=5, progress=False)
+    train(_run(_settings(steps=6)), tmp_path / "run", stop_after=5, progress=False)
     for changed in ({"lr": 1e-3}, {"batch_size": 8}, {"steps": 8}):
         key = next(iter(changed))
         with pytest.raises(CheckpointError, match=f"settings.{key} .* then, .* now"):
-            train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(**{"steps": 6, **changed}), resume=True,
-                  progress=False)
+            train(_run(_settings(**{"steps": 6, **changed})), tmp_path / "run", resume=True, progress=False)
     other_head = {**CONFIG, "pooling": {"head": "max"}}
     with pytest.raises(CheckpointError, match="model.pooling"):
-        train(_model(), other_head, ColourSquares(), tok, tmp_path / "run", _settings(steps=6), resume=True, progress=False)
-    resumed = train(_model(), CONFIG, ColourSquares(), tok, tmp_path / "run", _settings(steps=6, checkpoint_every=1), resume=True,
-                    progress=False)
+        train(_run(_settings(steps=6), config=other_head), tmp_path / "run", resume=True, progress=False)
+    resumed = train(_run(_settings(steps=6, checkpoint_every=1)), tmp_path / "run", resume=True, progress=False)
     assert resumed.steps_done == 6 and len(resumed.losses) == 6
 
 
 def test_temporary_files_of_a_killed_write_are_swept(tmp_path):
-    tok, _ = simple_tokenizer(16)
     run = tmp_path / "run"
-    train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=4), stop_after=2, progress=False)
+    train(_run(_settings(steps=4)), run, stop_after=2, progress=False)
     leftovers = [run / ".train_state.safetensors.ab12cd_9.tmp", run / ".model.safetensors.zz00yy11.tmp"]
     unrelated = run / ".notes.txt.ab12cd_9.tmp"
     for path in (*leftovers, unrelated):
         path.write_bytes(b"x" * 100)
-    train(_model(), CONFIG, ColourSquares(), tok, run, _settings(steps=4), resume=True, progress=False)
+    train(_run(_settings(steps=4)), run, resume=True, progress=False)
     assert not any(p.exists() for p in leftovers) and unrelated.exists()
 
 
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -3}, {"batch_size": 0}, {"lr": 0.0}, {"checkpoint_every": 0}, {"warmup": -1}])
 def test_settings_that_make_no_sense_are_refused(bad):
-    with pytest.raises(OptionError, match=next(iter(bad)).replace("_", "-")):
+    with pytest.raises(RecipeError, match=f"`settings.{next(iter(bad))}`"):
         _settings(**bad)
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from eclip.cli.messages import given_value, usage_message
+from eclip.cli.messages import for_command_line, given_value, usage_message
 from eclip.device import resolve_device
 from eclip.errors import DeviceError, OutputError
 from eclip.writing import atomic_write, atomic_write_text, check_output_file, check_output_folder, remove_stale_temps, temp_target
@@ -22,6 +22,27 @@ def test_atomic_write_replaces_whole_and_leaves_nothing_when_the_write_fails(tmp
     with pytest.raises(RuntimeError):
         atomic_write(target, broken)
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    """A lab that shares result folders can read them: 0666 less the umask, as for any new file (mkstemp's 0600 is not kept)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        atomic_write_text(tmp_path / "r.json", "{}")  # replacing a file: the new one gets the mode too
+        atomic_write(tmp_path / "m.png", lambda tmp: Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp, format="PNG"))
+        atomic_write(tmp_path / "w.safetensors", lambda tmp: save_file({"w": torch.zeros(2)}, str(tmp)))  # replaces the file
+    finally:
+        os.umask(previous)
+    for name in ("r.json", "m.png", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "r.json", "w.safetensors"]
 
 
 def test_stale_temporary_files_are_recognised_and_swept_by_target(tmp_path):
@@ -53,8 +74,9 @@ def test_output_checks_name_the_path_and_create_nothing(tmp_path):
 
 @pytest.mark.parametrize("spec", ["banana", "CPU", "", "cuda:x", "xla", "meta"])
 def test_device_spellings_outside_cpu_cuda_mps_are_refused(spec):
-    with pytest.raises(DeviceError, match="--device"):
+    with pytest.raises(DeviceError, match="device=.*use device=cpu") as caught:
         resolve_device(spec)
+    assert "--" not in str(caught.value)  # a library message names the argument; the command line shows its option
 
 
 def test_device_cpu_and_a_missing_gpu():
@@ -76,3 +98,13 @@ def test_usage_messages_read_the_value_back_from_the_command_line():
     result = CliRunner().invoke(cli.app, ["shift", "--n", "-3"], standalone_mode=False)
     assert isinstance(result.exception, typer.BadParameter)
     assert usage_message(result.exception, ["shift", "--n", "-3"]) == "--n -3: must be >= 1; see `eclip shift --help`"
+
+
+def test_library_messages_read_as_options_on_the_command_line():
+    """`name=value` of an option of the verb run becomes `--name value`; anything else stays as written."""
+    message = "device='banana' is not a device; use device=cpu (batch_size=0, HF_HUB_OFFLINE=1, x=2, /a/device=3)"
+    assert for_command_line(message, ["--debug", "explain", "img.png"]) == (
+        "--device 'banana' is not a device; use --device cpu (--batch-size 0, HF_HUB_OFFLINE=1, x=2, /a/device=3)")
+    assert for_command_line("n=0: pass n=1 or more", ["synth", "out"]) == "--n 0: pass --n 1 or more"
+    assert for_command_line("device=cpu", ["synth", "out"]) == "device=cpu"  # synth has no --device
+    assert for_command_line("device=cpu", ["explian"]) == "device=cpu"

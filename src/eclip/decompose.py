@@ -1,72 +1,39 @@
 """The image-text cosine split into direct contributions: the library side of `eclip decompose`.
 
 Text-based decomposition (Gandelsman, Efros, Steinhardt 2024, arXiv 2310.05916; see
-`eclip.methods.decomposition`): for one image and K texts, how much the embedded tokens, each
-layer's MLP and each layer's attention heads contribute to the cosine. The contributions add up
-to the cosine itself (the `total` column checks it).
+`eclip.methods.decomposition`): for each image and K texts, how much the embedded tokens, each
+layer's MLP and each layer's attention heads contribute to the cosine. The terms come with the
+`decomposition` method's maps (`Maps.extra["decomposition"]`); here they become tables whose
+rows add up to the cosine itself.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from eclip.methods.decomposition import ScoreDecomposition
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eclip.explain import Failure
 
 
-@dataclass
-class ScoreDecomposition:
-    """One image's cosines with K texts, split: embed (K,), mlps (L, K), heads (L, H, K), spatial (K, h, w).
+def write_tables(result: ScoreDecomposition, texts: Sequence[str], stem: Path) -> tuple[Path, Path]:
+    """STEM.csv (one row per text and term) and STEM.md (per text: a layer x (MLP, heads) table), each written atomically."""
+    from eclip.writing import atomic_write_text
 
-    `spatial` is each location's contribution over all layers and heads (not centred over texts).
-    """
-
-    texts: list[str]
-    cosine: np.ndarray
-    embed: np.ndarray
-    mlps: np.ndarray
-    heads: np.ndarray
-    spatial: np.ndarray
-
-    def rows(self) -> list[dict]:
-        """One row per (text, term): the embedding, each layer's MLP and each (layer, head)."""
-        out = []
-        for k, text in enumerate(self.texts):
-            out.append({"text": text, "layer": "", "term": "embedding", "head": "", "contribution": float(self.embed[k])})
-            for layer in range(self.mlps.shape[0]):
-                out.append({"text": text, "layer": layer, "term": "mlp", "head": "", "contribution": float(self.mlps[layer, k])})
-                for head in range(self.heads.shape[1]):
-                    out.append({"text": text, "layer": layer, "term": "attention", "head": head,
-                                "contribution": float(self.heads[layer, head, k])})
-        return out
-
-
-def decompose_scores(model, images: torch.Tensor, text_features: torch.Tensor, texts: list[str]) -> list[ScoreDecomposition]:
-    """(B, 3, H, W) images, (K, D) normalised texts -> one `ScoreDecomposition` per image."""
-    from eclip.methods.decomposition import decompose
-
-    parts = decompose(model, images)
-    scores = parts.layer_scores(text_features)
-    spatial = parts.spatial(text_features)
-    cosine = F.normalize(parts.total, dim=-1) @ text_features.to(parts.total).T
-    return [ScoreDecomposition(list(texts), cosine[b].cpu().numpy(), scores["embed"][b].cpu().numpy(),
-                               scores["mlps"][b].cpu().numpy(), scores["heads"][b].cpu().numpy(), spatial[b].cpu().numpy())
-            for b in range(len(images))]
-
-
-def write_tables(result: ScoreDecomposition, stem: Path) -> tuple[Path, Path]:
-    """STEM.csv (one row per text and term) and STEM.md (per text: a layer x (MLP, heads) table)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "layer", "term", "head", "contribution"])
-        writer.writeheader()
-        writer.writerows(result.rows())
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=["text", "layer", "term", "head", "contribution"])
+    writer.writeheader()
+    writer.writerows(result.rows(list(texts)))
     lines = []
     n_layers, n_heads = result.heads.shape[:2]
-    for k, text in enumerate(result.texts):
+    for k, text in enumerate(texts):
         total = result.embed[k] + result.mlps[:, k].sum() + result.heads[..., k].sum()
         lines += [f"### {text}", "", f"cosine {result.cosine[k]:+.4f} = embedding {result.embed[k]:+.4f} + MLPs "
                   f"{result.mlps[:, k].sum():+.4f} + attention {result.heads[..., k].sum():+.4f} (sum {total:+.4f})", ""]
@@ -77,5 +44,30 @@ def write_tables(result: ScoreDecomposition, stem: Path) -> tuple[Path, Path]:
             cells += [f"{result.heads[layer, h, k]:+.4f}" for h in range(n_heads)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    md_path.write_text("\n".join(lines))
+    csv_path = atomic_write_text(stem.parent / f"{stem.name}.csv", buffer.getvalue())
+    md_path = atomic_write_text(stem.parent / f"{stem.name}.md", "\n".join(lines))
     return csv_path, md_path
+
+
+def decompose_files(model, paths: Sequence[Path], text_features: torch.Tensor, texts: Sequence[str], out: Path, *,
+                    batch_size: int = 4, size: int | None = None) -> Iterator[Path | Failure]:
+    """Decompose each image's cosines with the texts and write OUT/<stem>_decomposition.{csv,md,png}.
+
+    Yields, per path, the written stem or the `eclip.explain.Failure` of a file that could not be
+    decoded. The images stream in batches through `eclip.explain.explain_files` with the
+    `decomposition` method, whose terms each image's tables hold.
+    """
+    from eclip.explain import Failure, explain_files, unique_stems
+    from eclip.methods.base import get_method
+    from eclip.report.decomposition import decomposition_figure
+
+    names = unique_stems(list(paths))
+    for result in explain_files(model, get_method("decomposition"), paths, text_features, texts, batch_size=batch_size, size=size):
+        if isinstance(result, Failure):
+            yield result
+            continue
+        terms = result.extra["decomposition"]
+        stem = Path(out) / f"{names[result.path]}_decomposition"
+        write_tables(terms, texts, stem)
+        decomposition_figure(result.display, terms, texts, stem.parent / f"{stem.name}.png")
+        yield stem

@@ -3,46 +3,117 @@
 For each image of a dataset with masks (the bundled samples by default), one row per class
 present and one column per panel: the vanilla model's ITSM, the ITSM of its fine-tunes (ECLIP's
 masked max pooling, and any other head shipped under its own name) and the free attention the
-ECLIP masks are taken from. Each panel prints its score contrast (mean of the
-min-max normalised map inside the class mask minus outside, ECLIP.md section 4): negative means
-the map prefers the background, the semantic shift ECLIP sets out to fix. Maps and contrasts are
-made as `eclip shift` and `eclip evaluate` make them (`eclip.shift.panel_maps`, `ScoreContrast`).
+ECLIP masks are taken from. Each panel prints its score contrast (mean of the min-max normalised
+map inside the class mask minus outside; ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046):
+negative means the map prefers the background, the semantic shift ECLIP sets out to fix. Maps,
+contrasts and their means come from the evaluation's own path (`eclip.evaluation.maps.class_maps`,
+`ScoreContrast.per_pair`, `MetricSuite`), so they are the numbers `eclip evaluate` and `eclip
+shift` give for the same images.
 """
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import torch
 
-from eclip.data.sample import Sample
-from eclip.report.overlay import map_grid
-from eclip.shift import Panel, pair_contrast, panel_maps
+from eclip.batching import batched
+from eclip.evaluation.maps import Panel, Prepared, panel_maps, prepare
+from eclip.evaluation.suite import MetricSuite
+
+logger = logging.getLogger(__name__)
 
 
-def story_figure(
-    sample: Sample,
-    panels: Sequence[Panel],
-    classnames: Sequence[str],
-    out: Path,
-    templates: str | Sequence[str] | None = "single",
-) -> dict[str, dict[str, float]]:
-    """Write the figure of `sample` to `out`; returns {class: {panel title: score contrast}}."""
-    present = [c for c in classnames if c in sample.masks]
-    maps = [panel_maps(panel, sample, present, classnames, templates) for panel in panels]
-    contrasts = {cls: {p.title: pair_contrast(m[row], sample, cls) for p, m in zip(panels, maps)} for row, cls in enumerate(present)}
-    rows = [(sample.image, sample.masks[cls], f"'{cls}'",
-             [(f"{p.title}\ncontrast {contrasts[cls][p.title]:+.2f}", m[row].numpy()) for p, m in zip(panels, maps)])
-            for row, cls in enumerate(present)]
+@dataclass
+class DemoResult:
+    """What `run_demo` wrote: per image {class: {panel title: score contrast}}, each panel's mean over
+    every (image, class) pair (mSC / 100), the figures, and the images the dataset could not use."""
+
+    per_image: dict[str, dict[str, dict[str, float]]]
+    mean: dict[str, float | None]
+    figures: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def demo_panels(models: Sequence[str], device: str = "cpu") -> list[Panel]:
+    """Per vanilla model: its ITSM, the ITSM of each bundled fine-tune of it (ECLIP's `-eclip` first), its free attention."""
+    from eclip.methods.base import get_method
+    from eclip.models.loading import bundled_fine_tunes, load_model
+
+    itsm, free = get_method("itsm"), get_method("free_attention")
+    tunes = bundled_fine_tunes()
+    panels: list[Panel] = []
+    for name in models:
+        vanilla = load_model(name, device=device)
+        partners = tunes.get(name, [])
+        if f"{name}-eclip" not in partners:
+            logger.warning("no ECLIP fine-tune of %s is bundled; showing it without", name)
+        panels.append(Panel(f"{name} ITSM", vanilla, itsm))
+        panels += [Panel(f"{partner} ITSM", load_model(partner, device=device), itsm) for partner in partners]
+        panels.append(Panel(f"{name} free attn", vanilla, free))
+    return panels
+
+
+def story_figure(sample: Prepared, titles: Sequence[str], heats: Sequence[torch.Tensor], contrasts: Sequence[torch.Tensor],
+                 out: Path) -> dict[str, dict[str, float]]:
+    """Write the figure of `sample` to `out`: per panel (`titles`) its (P, H, W) maps and (P,) contrasts of the
+    sample's classes (`ClassMaps.per_sample`, `ClassMaps.contrasts`); returns {class: {panel title: score contrast}}."""
+    from eclip.report.overlay import map_grid
+
+    rows = [(sample.image, sample.masks[row].numpy(), f"'{cls}'",
+             [(f"{title}\ncontrast {float(c[row]):+.2f}", h[row].numpy()) for title, h, c in zip(titles, heats, contrasts)])
+            for row, cls in enumerate(sample.classes)]
     map_grid(rows, out)
-    return contrasts
+    return {cls: {title: float(c[row]) for title, c in zip(titles, contrasts)} for row, cls in enumerate(sample.classes)}
 
 
-def mean_contrasts(per_image: Sequence[dict[str, dict[str, float]]]) -> dict[str, float]:
-    """Panel title -> mean score contrast over every (image, class) pair of the figures."""
-    values: dict[str, list[float]] = {}
-    for contrasts in per_image:
-        for by_panel in contrasts.values():
-            for title, value in by_panel.items():
-                values.setdefault(title, []).append(value)
-    return {title: float(np.mean(v)) for title, v in values.items()}
+def run_demo(
+    out: Path,
+    models: Sequence[str] = ("synth-vit", "synth-rn"),
+    data: Path | None = None,
+    templates: str | Sequence[str] | None = "single",
+    device: str = "cpu",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> DemoResult:
+    """The library side of `eclip demo`: OUT/<image id>.png per image of `data` (a folder `eclip synth`
+    wrote; the bundled samples by default) and OUT/contrasts.json {per_image, mean}.
+
+    The images are explained `batch_size` at a time, every panel's maps of a batch in one forward.
+    """
+    from tqdm import tqdm
+
+    from eclip.data.bundled import samples_root
+    from eclip.data.synthetic import SyntheticDataset
+    from eclip.writing import atomic_write_text
+
+    dataset = SyntheticDataset(data or samples_root())
+    classnames = list(dataset.classnames)
+    panels = demo_panels(models, device)
+    suites = {p.title: MetricSuite(deletion_steps=None) for p in panels}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_image, figures, unusable = {}, [], []
+    images = tqdm(dataset, total=len(dataset), desc="demo", unit="image", file=sys.stderr, disable=not progress)
+    for samples in batched(images, batch_size):
+        prepared = [prepare(s, classnames) for s in samples]
+        unusable += [(s.image_id, why) for s, why in zip(samples, prepared) if isinstance(why, str)]
+        batch = [p for p in prepared if not isinstance(p, str)]
+        if not batch:
+            continue
+        maps = panel_maps(panels, batch, classnames, templates)
+        for panel, class_maps in zip(panels, maps):
+            suites[panel.title].update_class_maps(class_maps)
+        heats, contrasts = [m.per_sample() for m in maps], [m.contrasts() for m in maps]
+        for i, sample in enumerate(batch):
+            figures.append(out / f"{sample.image_id}.png")
+            per_image[sample.image_id] = story_figure(sample, [p.title for p in panels], [h[i] for h in heats], [c[i] for c in contrasts],
+                                                      figures[-1])
+    msc = {title: suite.scores()["msc"] for title, suite in suites.items()}
+    mean = {title: None if value is None else value / 100 for title, value in msc.items()}
+    atomic_write_text(out / "contrasts.json", json.dumps({"per_image": per_image, "mean": mean}, indent=2))
+    return DemoResult(per_image, mean, figures, [(str(i), why) for i, why in dataset.skipped] + unusable)

@@ -43,6 +43,14 @@ class OptionError(EclipError, ValueError):
     """An option value that makes no sense (out of its range, a template without {}, a run that differs)."""
 
 
+class RecipeError(OptionError):
+    """A training option (a field of a fine-tune recipe, `eclip.train.recipe`) that makes no sense.
+
+    The message names the field in backticks (`settings.steps`, `pooling.mask_mass`), never a
+    command-line flag: the CLI puts its own flag in the field's place.
+    """
+
+
 class OutputError(EclipError):
     """An output path that cannot be written (an existing file, a path under a file, a read-only place)."""
 

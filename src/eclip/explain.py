@@ -7,7 +7,9 @@ images; one method call explains a whole batch for all texts; each result keeps 
 maps, and turns them into maps at any size through the one normalise-and-resize path
 (`eclip.methods.base.maps_to_size`), the one `eclip evaluate`, `shift` and `demo` use. Maps at the
 image's own size are written to disk a few texts at a time (`save_maps`), so a 48-megapixel image
-with eight texts never holds its eight full-size maps in memory.
+with eight texts never holds its eight full-size maps in memory. What a method returns besides
+its maps (`Maps.extra`: interaction matrices, the terms of a decomposition) stays with each
+image's result and is written by the same writer (`write_explained`), whatever the method.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from eclip.errors import ImageLoadError
-from eclip.methods.base import Method, maps_to_size
+from eclip.methods.base import ImageExtra, Method, maps_to_size
 from eclip.models.adapter import DenseCLIP
 
 #: Longest side of the image copy kept for overlays (a figure panel is about 260 px wide).
@@ -51,6 +53,7 @@ class Explained:
         raw: (K, h, w) the method's raw maps on its own grid.
         cosine: (K,) cosine of the model's own image embedding with each text.
         probability: (K,) softmax of cosine * logit scale over the K texts.
+        extra: the method's extra outputs for this image (`Maps.extra`), by name.
     """
 
     path: Path | None
@@ -60,6 +63,7 @@ class Explained:
     raw: torch.Tensor
     cosine: np.ndarray
     probability: np.ndarray
+    extra: dict[str, ImageExtra]
 
     def maps(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """(K, H, W) float32 maps in [0, 1] at `size` (default: the image's own), by `maps_to_size`.
@@ -82,29 +86,63 @@ class Failure:
 
 
 @dataclass
-class _Prepared:
+class PreparedImage:
+    """What is kept of a decoded image: its model input (3, h, w), its size (H, W) and a display copy."""
+
     path: Path | None
     size: tuple[int, int]
     display: Image.Image
-    tensor: torch.Tensor  # (3, h, w) model input
+    tensor: torch.Tensor
 
 
-def _prepare(model: DenseCLIP, image: Image.Image, path: Path | None, size) -> _Prepared:
+def prepare_image(model: DenseCLIP, image: Image.Image, path: Path | None, size) -> PreparedImage:
     """The model input and a display copy of `image`; the full-size image can be dropped afterwards."""
     shown = fit_within((image.height, image.width), DISPLAY_SIDE)
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     display = rgb.resize((shown[1], shown[0]), Image.BILINEAR, reducing_gap=3.0)
-    return _Prepared(path, (image.height, image.width), display, model.preprocess([image], size=size)[0])
+    return PreparedImage(path, (image.height, image.width), display, model.preprocess([image], size=size)[0])
 
 
-def _explain_batch(model: DenseCLIP, method: Method, batch: Sequence[_Prepared], text_features: torch.Tensor,
+def prepared_batches(model: DenseCLIP, paths: Iterable[Path], *, batch_size: int = 8,
+                     size: int | tuple[int, int] | None = None) -> Iterator[list[PreparedImage] | Failure]:
+    """Decode `paths` one by one, in order: batches of at most `batch_size` prepared images, and a
+    `Failure` for each file that cannot be decoded (the batch goes on).
+
+    The batching of every verb that streams image files (`explain_files`, `eclip decompose`,
+    `eclip textspan`): memory is bounded by one decoded image plus one batch of model inputs and
+    display copies.
+    """
+    from eclip.data.images import load_image
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} must be >= 1")
+    batch: list[PreparedImage] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            image = load_image(path)
+        except ImageLoadError as err:
+            yield Failure(path, str(err))
+            continue
+        batch.append(prepare_image(model, image, path, size))
+        del image
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _explain_batch(model: DenseCLIP, method: Method, batch: Sequence[PreparedImage], text_features: torch.Tensor,
                    texts: Sequence[str]) -> list[Explained]:
     images = torch.stack([p.tensor for p in batch])
-    raw = method.explain_raw(model, images, text_features, text_labels=list(texts))[0].cpu()
+    maps = method.explain(model, images, text_features, text_labels=list(texts))
+    raw = maps.raw.cpu()
     cosine = F.normalize(model.encode_image(images).float(), dim=-1) @ text_features.float().to(images.device).T
     probability = torch.softmax(cosine * model.logit_scale, dim=-1)
     return [Explained(path=p.path, size=p.size, display=p.display, texts=list(texts), raw=raw[i],
-                      cosine=cosine[i].cpu().numpy(), probability=probability[i].cpu().numpy())
+                      cosine=cosine[i].cpu().numpy(), probability=probability[i].cpu().numpy(),
+                      extra={name: per_image[i] for name, per_image in maps.extra.items()})
             for i, p in enumerate(batch)]
 
 
@@ -118,29 +156,12 @@ def explain_files(
     batch_size: int = 8,
     size: int | tuple[int, int] | None = None,
 ) -> Iterator[Explained | Failure]:
-    """Yield one `Explained` or `Failure` per path, in order.
-
-    Memory is bounded by one decoded image plus `batch_size` model inputs and display copies.
-    """
-    from eclip.data.images import load_image
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size {batch_size} must be >= 1")
-    batch: list[_Prepared] = []
-    for path in paths:
-        path = Path(path)
-        try:
-            image = load_image(path)
-        except ImageLoadError as err:
-            yield Failure(path, str(err))
-            continue
-        batch.append(_prepare(model, image, path, size))
-        del image
-        if len(batch) == batch_size:
+    """Yield one `Explained` or `Failure` per path: failures as they are met, the images batch by batch, in order."""
+    for batch in prepared_batches(model, paths, batch_size=batch_size, size=size):
+        if isinstance(batch, Failure):
+            yield batch
+        else:
             yield from _explain_batch(model, method, batch, text_features, texts)
-            batch = []
-    if batch:
-        yield from _explain_batch(model, method, batch, text_features, texts)
 
 
 def explain_images(
@@ -159,7 +180,7 @@ def explain_images(
     pixels first); the maps are the ones `explain_files` gives for the same decoded image.
     """
     for start in range(0, len(images), batch_size):
-        batch = [_prepare(model, image, path, size) for path, image in images[start : start + batch_size]]
+        batch = [prepare_image(model, image, path, size) for path, image in images[start : start + batch_size]]
         yield from _explain_batch(model, method, batch, text_features, texts)
 
 
@@ -186,3 +207,63 @@ def save_maps(path: Path, result: Explained, size: tuple[int, int] | None = None
 
     atomic_write(path, write)
     return shape
+
+
+def unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """Output names: the file stem, made unique with _1, _2 when two inputs share a stem."""
+    seen: dict[str, int] = {}
+    names = {}
+    for path in paths:
+        stem = path.stem
+        count = seen.get(stem, 0)
+        names[path] = stem if count == 0 else f"{stem}_{count}"
+        seen[stem] = count + 1
+    return names
+
+
+def write_explained(result: Explained, stem: Path, *, model_name: str, method_label: str, map_side: int = 0) -> dict:
+    """Write what `eclip explain` writes for one image, each file atomically, and return its JSON record.
+
+    STEM.npy: (K, H, W) float32 maps at the image's size, scaled down to at most `map_side` px a
+    side (0: the image's size); STEM_<name>.npy: each extra output's array; STEM.png: the overlay,
+    one panel per text, or the extras' panels when they have any; STEM.json: the texts, sizes,
+    scores and each extra output's record under its name.
+    """
+    import json
+
+    from eclip.report.overlay import overlay_panels, score_titles
+    from eclip.writing import atomic_write, atomic_write_text
+
+    def path(suffix: str) -> Path:
+        return stem.parent / f"{stem.name}{suffix}"
+
+    def save_array(tmp: Path, array: np.ndarray) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+
+    shape = save_maps(path(".npy"), result, fit_within(result.size, map_side))
+    display = (result.display.height, result.display.width)
+    titles, panels, records = score_titles(result.texts, result.cosine, result.probability), result.display_maps(), {}
+    extra_panels = []
+    for name, extra in result.extra.items():
+        array, summary, shown = extra.array(), extra.record(), extra.panels()
+        if array is not None:
+            atomic_write(path(f"_{name}.npy"), lambda tmp, a=array: save_array(tmp, a))
+        if summary:
+            records[name] = summary
+        if shown is not None:
+            extra_panels.append(shown)
+    if extra_panels:
+        titles = [t for names, _ in extra_panels for t in names]
+        raw = torch.cat([maps for _, maps in extra_panels])
+        panels = maps_to_size(raw, display).numpy() if len(raw) else np.zeros((0, *display), np.float32)
+    overlay_panels(result.display, panels, titles, path(".png"), suptitle=f"{model_name} · {method_label}")
+    record = {
+        "image": str(result.path), "model": model_name, "method": method_label, "texts": list(result.texts),
+        "image_size": list(result.size), "map_size": list(shape[1:]),
+        "scores": [{"text": t, "cosine": round(float(c), 6), "probability": round(float(p), 6)}
+                   for t, c, p in zip(result.texts, result.cosine, result.probability)],
+        **records,
+    }
+    atomic_write_text(path(".json"), json.dumps(record, indent=2))
+    return record

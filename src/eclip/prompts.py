@@ -66,13 +66,13 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
         templates = (templates,)
     bad = [t for t in templates if "{}" not in t]
     if bad:
-        raise OptionError(f"--template {bad[0]!r} has no '{{}}' where the text goes and is no template set "
+        raise OptionError(f"template={bad[0]!r} has no '{{}}' where the text goes and is no template set "
                           f"({', '.join(TEMPLATE_SETS)}); write e.g. 'a photo of a {{}}.'")
     for template in templates:
         try:
             template.format("x")
         except (IndexError, KeyError, ValueError) as err:
-            raise OptionError(f"--template {template!r} is not a valid template ({type(err).__name__}: {err}); "
+            raise OptionError(f"template={template!r} is not a valid template ({type(err).__name__}: {err}); "
                               "use {} for the text and {{ }} for literal braces") from err
     return tuple(templates)
 

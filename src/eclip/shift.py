@@ -1,57 +1,30 @@
-"""The semantic shift, measured: how often and how much a map prefers the background to the object.
+"""The semantic shift, measured: an evaluation of the maps on held-out scenes, plus zero-shot accuracy.
 
 ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046) shows that vanilla CLIP's image-text similarity
-map (ITSM) lights up the background ("opposite visualization"). We put numbers on it (ECLIP.md
-sections 2 and 4), per (image, class present in it), on the map min-max normalised over space:
-- inverted rate: the share of pairs whose mean inside the class mask is lower than outside;
-- score contrast: mean inside minus mean outside; its average is the mean score contrast (mSC),
-  negative for an opposite visualization;
-- foreground IoU at the best threshold: the map binarised at one threshold for the whole set
-  (grid 0.00..1.00 step 0.05, chosen to maximise the mean), IoU with the class mask;
-- pointing game: the map's peak on the object;
-- zero-shot accuracy of the model's own pooled embedding (multi-label top-1,
-  `eclip.evaluation.zeroshot`), so a fix of the map that costs recognition shows.
-The numbers come from `eclip.metrics` through the same `MetricSuite` and map normalisation as
-`eclip evaluate` (`eclip.evaluation`), so the two commands agree on the same maps. This module is
-the library side of `eclip shift` and of the ECLIP ablation (`bench/eclip_ablation.py`).
+map (ITSM) lights up the background ("opposite visualization"). `measure` puts numbers on it, per
+(image, class present in it), by the evaluation of `eclip evaluate` itself (`eclip.evaluation`:
+the same class maps, the same `MetricSuite`, the same record keys): inverted rate, mean score
+contrast (mSC, percent), foreground IoU and binary mIoU at the best threshold, pointing game; and
+next to them the zero-shot accuracy of the model's own pooled embedding
+(`eclip.evaluation.zeroshot`), so a fix of the map that costs recognition shows. This module is
+the library side of `eclip shift` (`shift_report`) and of the ECLIP ablation
+(`bench/eclip_ablation.py`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from eclip.data.sample import Sample
-from eclip.evaluation.suite import MetricSuite
-from eclip.methods.base import Method, maps_to_size
-from eclip.metrics.semantic_shift import ScoreContrast
+from eclip.evaluation.maps import Panel, panel_maps, prepare
+from eclip.methods.base import Method
 from eclip.models.adapter import DenseCLIP
-from eclip.prompts import encode_prompts
 
-
-class ShiftAccumulator:
-    """The shift numbers of (image, class) pairs, streamed through `eclip.metrics` (the one implementation).
-
-    A thin view of `MetricSuite` without the perturbation metrics; `compute()` keeps the names
-    `eclip shift` reports. Direction: contrast, IoU and pointing higher is better, inverted rate lower.
-    """
-
-    def __init__(self, threshold_step: float = 0.05) -> None:
-        self.suite = MetricSuite(threshold_step, deletion_steps=None)
-
-    def update(self, score, mask, ignore=None) -> None:
-        """Pairs: `score` (H, W) or (N, H, W) in [0, 1], `mask` the same shape, bool; `ignore` (H, W) bool or None."""
-        self.suite.update_pairs(score, mask, ignore)
-
-    def compute(self) -> dict[str, float]:
-        s = self.suite.scores()
-        if not s["n_pairs"]:
-            return {"pairs": 0}
-        return {"pairs": s["n_pairs"], "inverted_rate": s["inverted_rate"], "score_contrast": s["msc"] / 100, "fg_iou": s["fg_iou"],
-                "threshold": s["threshold"], "pointing": s["pointing_game"]}
+#: Reasons a record keeps as examples (as `eclip.evaluation.sources.MAX_EXAMPLES`).
+MAX_EXAMPLES = 20
 
 
 def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int = 3) -> list[Sample]:
@@ -66,17 +39,6 @@ def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int 
             for i, scene in enumerate(SceneStream(seed, config, count=n))]
 
 
-def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
-    batch: list[Sample] = []
-    for sample in samples:
-        batch.append(sample)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def measure(
     model: DenseCLIP,
@@ -85,52 +47,47 @@ def measure(
     classnames: Sequence[str],
     templates: str | Sequence[str] | None = "single",
     batch_size: int = 32,
-) -> dict[str, dict[str, float]]:
-    """Shift metrics of each method's maps on `samples`, and the model's zero-shot accuracy.
+    *,
+    dataset: str = "samples",
+    model_label: str | None = None,
+    threshold_step: float = 0.05,
+    pointing_tolerance: int = 0,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Evaluate each method's maps of `model` on `samples`, and the model's zero-shot accuracy.
 
-    Every class of `classnames` is one text (prompt `templates`); each class present in an image
-    is explained on its own, its map resized to the image and min-max normalised as `eclip
-    evaluate` does. Returns {method name: metrics, "zero_shot": {top1, n, ...}}.
+    Every class of `classnames` is one text (prompt `templates`; None: verbatim); each class
+    present in an image is explained on its own, its map min-max normalised and resized to the
+    image, and scored by `eclip.evaluation.Evaluation` as `eclip evaluate` scores it (no
+    deletion / insertion).
+
+    Returns {method label: record, "zero_shot": {top1, top1_single, n, n_single}}, where each
+    record has the keys of an `eclip evaluate` record: dataset (`dataset`), model (`model_label`,
+    default `model.name`), method (the key of `methods`), n_pairs, threshold, fg_iou, miou, msc
+    (percent, higher is better), inverted_rate (lower is better), pointing_game, deletion_auc and
+    insertion_auc (None), n_images, skipped, missing, degenerate_pairs, fg_iou_by_threshold, the
+    options (templates, threshold_step, ...; root and limit None) and seconds. Before this
+    shape, `measure` returned {pairs, score_contrast (fraction), inverted_rate, fg_iou,
+    threshold, pointing}: pairs is now n_pairs, score_contrast is msc / 100, pointing is
+    pointing_game.
+
+    Inside a torchrun process group every rank must call it: the samples are then sharded and
+    the sums added up as `eclip evaluate` does.
     """
+    from eclip.evaluation import EvalConfig, Evaluation
+    from eclip.evaluation.runner import SampleList
+    from eclip.evaluation.sources import ModelSource
     from eclip.evaluation.zeroshot import zero_shot_accuracy
 
-    text = encode_prompts(model, list(classnames), templates)
-    accumulators = {name: ShiftAccumulator() for name in methods}
-    for batch in _batches(samples, batch_size):
-        images = model.preprocess([s.image for s in batch])
-        for name, method in methods.items():
-            raw = method.explain_raw(model, images, text, text_labels=list(classnames))[0]
-            for i, sample in enumerate(batch):
-                present = list(sample.masks)
-                maps = maps_to_size(raw[i, [classnames.index(c) for c in present]], sample.size).cpu()
-                accumulators[name].update(maps, np.stack([sample.masks[c] for c in present]), sample.ignore)
-    out = {name: acc.compute() for name, acc in accumulators.items()}
-    out["zero_shot"] = zero_shot_accuracy(model, samples, classnames, templates, batch_size=batch_size)
+    label = model_label or model.name
+    config = EvalConfig(dataset, None, models=[label], methods=list(methods), templates="{}" if templates is None else templates,
+                        batch_size=batch_size, device=str(model.device), threshold_step=threshold_step,
+                        pointing_tolerance=pointing_tolerance, perturbation=False)
+    source = ModelSource(label, config, classnames, model=model, explainers=dict(methods))
+    evaluation = Evaluation(config, progress=progress, dataset=SampleList(samples, classnames, dataset), sources=[source])
+    out: dict[str, dict] = {record["method"]: record for record in evaluation.run()}
+    out["zero_shot"] = zero_shot_accuracy(model, samples, classnames, templates, batch_size=batch_size, text=source.text)
     return out
-
-
-@dataclass
-class Panel:
-    """One column of a before/after figure: a model's map by one method, under a short title."""
-
-    title: str
-    model: DenseCLIP
-    method: Method
-
-
-def panel_maps(panel: Panel, sample: Sample, classes: Sequence[str], classnames: Sequence[str],
-               templates: str | Sequence[str] | None = "single") -> torch.Tensor:
-    """(len(classes), H, W) maps of `classes` for `sample`, every class name a text, as `measure` makes them."""
-    text = encode_prompts(panel.model, list(classnames), templates)
-    raw = panel.method.explain_raw(panel.model, panel.model.preprocess([sample.image]), text, text_labels=list(classnames))[0]
-    return maps_to_size(raw[0, [classnames.index(c) for c in classes]], sample.size).cpu()
-
-
-def pair_contrast(heat: torch.Tensor, sample: Sample, cls: str) -> float:
-    """Score contrast of one (image, class) map, NaN where the mask leaves no inside or outside."""
-    ignore = None if sample.ignore is None else sample.ignore[None]
-    contrast = ScoreContrast.contrasts(heat[None], sample.masks[cls][None], ignore)
-    return float(contrast[0]) if len(contrast) else float("nan")
 
 
 def shift_figure(
@@ -140,16 +97,103 @@ def shift_figure(
     out: Path,
     templates: str | Sequence[str] | None = "single",
 ) -> Path:
-    """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map.
+    """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map
+    of that class with its score contrast (the samples explained as one batch by `panel_maps`).
 
     `panels` are e.g. ITSM of the vanilla model, ITSM of the ECLIP model, and the free attention.
     """
     from eclip.report.overlay import map_grid
 
-    rows = []
-    for sample in samples:
-        cls = next(iter(sample.masks))
-        heats = [panel_maps(panel, sample, [cls], classnames, templates)[0] for panel in panels]
-        rows.append((sample.image, sample.masks[cls], cls,
-                     [(f"{p.title}\nin-out {pair_contrast(h, sample, cls):+.2f}", h.numpy()) for p, h in zip(panels, heats)]))
+    batch = [p for p in (prepare(s, classnames) for s in samples) if not isinstance(p, str)]
+    by_panel = [(cm.per_sample(), cm.contrasts()) for cm in panel_maps(panels, batch, classnames, templates)]
+    rows = [(p.image, p.masks[0].numpy(), p.classes[0],
+             [(f"{panel.title}\nin-out {float(contrasts[i][0]):+.2f}", maps[i][0].numpy())
+              for panel, (maps, contrasts) in zip(panels, by_panel)])
+            for i, p in enumerate(batch)]
     return map_grid(rows, out)
+
+
+def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int
+                 ) -> tuple[list[Sample], list[str], str, list[tuple[str, str]]]:
+    """(samples, classnames, description, skipped): the first `n` images of a dataset folder, or `n`
+    held-out synthetic scenes of `seed`; `skipped` are the (image id, reason) a folder could not use."""
+    from eclip.data.registry import open_dataset
+    from eclip.data.synthetic import CLASSNAMES
+    from eclip.errors import DatasetError
+
+    if data is None:
+        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px", []
+    opened = open_dataset(dataset, data, limit=n)
+    samples = list(opened)
+    if not samples:
+        raise DatasetError(f"{data}: no usable image among its first {len(opened)} ({len(opened.skipped)} skipped); "
+                           "check the folder, or give another one")
+    return samples, list(opened.classnames), f"{len(samples)} images of {data}", list(opened.skipped)
+
+
+@dataclass
+class ShiftReport:
+    """What `shift_report` measured and wrote: one record per (model, method), as `eclip evaluate` writes
+    them plus `zero_shot` / `zero_shot_single` (the model's top-1 accuracy, a fraction) and `data`."""
+
+    records: list[dict]
+    described: str
+    skipped: list[tuple[str, str]]
+    files: list[Path]
+
+
+def shift_report(
+    out: Path,
+    models: Sequence[str] = ("synth-vit",),
+    methods: Sequence[str] = ("itsm", "free_attention"),
+    *,
+    data: Path | None = None,
+    dataset: str = "synthetic",
+    n: int = 300,
+    seed: int | None = None,
+    scene_size: int = 96,
+    pretrained: str | None = None,
+    templates: str | Sequence[str] | None = "single",
+    figure: int = 6,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> ShiftReport:
+    """The library side of `eclip shift`: `measure` each model's maps by each method on a dataset
+    folder (`data`, read as `dataset`) or on `n` held-out synthetic scenes of `seed` (the test seed
+    by default), and write OUT/shift.json (the records; `eclip report` reads it), shift.csv,
+    shift.md (`eclip.report.tables`) and shift.png (each model's first map next to the free
+    attention, for the first `figure` samples; none for 0).
+    """
+    from eclip.data.synthetic import TEST_SEED
+    from eclip.evaluation.output import write_results
+    from eclip.methods.base import get_method
+    from eclip.models.loading import load_model
+    from eclip.report.tables import write_markdown
+
+    seed = TEST_SEED if seed is None else seed
+    samples, classnames, described, skipped = open_samples(data, dataset, n, seed, scene_size)
+    explainers = {name: get_method(name) for name in methods}
+    adapters = {name: load_model(name, pretrained, device=device) for name in models}
+    records = []
+    for name, adapter in adapters.items():
+        result = measure(adapter, explainers, samples, classnames, templates, batch_size, dataset=dataset if data else "synthetic",
+                         model_label=name)
+        zero_shot = result.pop("zero_shot")
+        for record in result.values():
+            record.update(data=described, zero_shot=zero_shot["top1"], zero_shot_single=zero_shot["top1_single"],
+                          skipped=record["skipped"] + len(skipped),
+                          skipped_examples=([f"{i}: {why}" for i, why in skipped] + record["skipped_examples"])[:MAX_EXAMPLES])
+            if data is not None:
+                record.update(root=str(data), limit=n)
+            records.append(record)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = write_results(records, Path(out) / "shift.json")
+    files = [paths["json"], paths["csv"], write_markdown(records, paths["md"], title=f"Semantic shift on {described}")]
+    if figure:
+        first = next(iter(explainers))
+        panels = [Panel(f"{name} · {first}", adapter, explainers[first]) for name, adapter in adapters.items()]
+        if "free_attention" in explainers and first != "free_attention":
+            name, adapter = next(iter(adapters.items()))
+            panels.append(Panel(f"{name} · free attention", adapter, explainers["free_attention"]))
+        files.append(shift_figure(samples[:figure], panels, classnames, Path(out) / "shift.png", templates))
+    return ShiftReport(records, described, skipped, files)

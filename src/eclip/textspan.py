@@ -94,6 +94,55 @@ def text_pool(dataset: str = "synthetic", templates: str | Sequence[str] = "imag
     return list(dict.fromkeys(t.format(name) for name in dataset_classnames(dataset) for t in resolve_templates(templates)))
 
 
+def spans_table(spans: Sequence[HeadSpan]) -> str:
+    """The spans as a Markdown table: layer, head, the texts in the order picked, the variance they explain."""
+    lines = ["| layer | head | texts (in the order picked) | variance explained |", "|---:|---:|---|---:|"]
+    lines += [f"| {s.layer} | {s.head} | {'; '.join(s.texts)} | {s.explained[-1]:.2f} |" for s in spans]
+    return "\n".join(lines)
+
+
+@dataclass
+class TextSpanRun:
+    """What `textspan_files` did: the spans, the JSON record it wrote, and the files it could not decode
+    (`eclip.explain.Failure`)."""
+
+    spans: list[HeadSpan]
+    record: dict
+    failures: list
+
+
+def textspan_files(model, paths: Sequence[Path], pool: Sequence[str], out: Path, *, layers: int = 4, n_texts: int = 5,
+                   rank: int = 80, batch_size: int = 16) -> TextSpanRun:
+    """TextSpan of the heads over the images of `paths`; writes OUT/textspan.json (the model, the number
+    of images, the pool size, the rank and the heads' spans) and OUT/textspan.md, atomically.
+
+    The images stream in batches (`eclip.explain.prepared_batches`); a file that cannot be decoded
+    is left out and reported in the result.
+    """
+    import json
+
+    from eclip.explain import Failure, prepared_batches
+    from eclip.writing import atomic_write_text
+
+    failures = []
+
+    def batches():
+        for batch in prepared_batches(model, paths, batch_size=batch_size):
+            if isinstance(batch, Failure):
+                failures.append(batch)
+            else:
+                yield torch.stack([p.tensor for p in batch])
+
+    spans = head_spans(model, batches(), pool, layers=layers, n_texts=n_texts, rank=rank)
+    record = {"model": model.name, "images": len(paths) - len(failures), "pool": len(pool), "rank": rank,
+              "heads": [s.to_json() for s in spans]}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "textspan.json", json.dumps(record, indent=2))
+    atomic_write_text(out / "textspan.md", spans_table(spans) + "\n")
+    return TextSpanRun(spans, record, failures)
+
+
 def head_spans(model, batches: Iterable[torch.Tensor], pool: Sequence[str], layers: int = 4, n_texts: int = 5,
                rank: int = 80, text_batch: int = 256) -> list[HeadSpan]:
     """TextSpan for every head of the last `layers` layers, from the images of `batches` ((B, 3, H, W) each)."""

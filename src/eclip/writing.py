@@ -8,11 +8,18 @@ truncated: `atomic_write` writes a hidden temporary file next to the target and 
 on POSIX), so the target is always a complete old or new version. A `kill -9` during a write
 leaves that temporary file behind: its name has one recognisable shape, so `remove_stale_temps`
 sweeps it on the next start.
+
+A written file gets the mode any new file of the user gets (0666 less the umask: 0644 under the
+usual 022, 0664 under a lab's shared 002). `tempfile.mkstemp` would give 0600 and the rename
+would keep it, so results in a shared folder could be read by their writer only; the temporary
+file is created here with `os.open(..., 0o666)`, the kernel applies the umask as for any file, and
+a writer that replaces the file by its own (safetensors does, with 0600) gets that mode back.
 """
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,15 +37,29 @@ def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
     only a hard kill can leave it, and `remove_stale_temps` sweeps it later.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temp(target)
+    mode = tmp.stat().st_mode & 0o777  # what the umask gave the new file
     try:
-        write(Path(tmp))
+        write(tmp)
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors makes it 0600)
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _create_temp(target: Path) -> Path:
+    """A new empty file `.<target name>.<8 random characters>.tmp` next to `target`, with the umask's mode."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{target.parent}: no free temporary name for {target.name} after 100 tries")
 
 
 def atomic_write_text(target: str | Path, text: str) -> Path:
@@ -74,41 +95,47 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _check_can_create_in(base: Path, path: Path, option: str) -> None:
-    """Fail unless a file can be created in the existing folder `base` (`path` and `option` name it in the message).
+def _named(path: Path, option: str | None) -> str:
+    """How a message names `path`: after the caller's name for it (`option`), when it gives one."""
+    return f"{option} {path}" if option else str(path)
+
+
+def _check_can_create_in(base: Path, path: Path, option: str | None) -> None:
+    """Fail unless a file can be created in the existing folder `base` (`path`, named with `option`, in the message).
 
     A real probe (create and delete a hidden empty file) rather than `os.access`: access() says
     yes to root on /proc or /sys, and knows nothing of quotas or some network file systems.
     """
     if not base.is_dir():
-        raise OutputError(f"{option} {path}: {base} is a file, so nothing can be written under it; "
+        raise OutputError(f"{_named(path, option)}: {base} is a file, so nothing can be written under it; "
                           "pass a path that is not inside a file")
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".eclip-probe.", suffix=".tmp")
     except OSError as err:
-        raise OutputError(f"{option} {path}: cannot write in {base} ({err.strerror or err}); "
+        raise OutputError(f"{_named(path, option)}: cannot write in {base} ({err.strerror or err}); "
                           "pass a path on a writable disk where you have write permission") from err
     os.close(fd)
     os.unlink(probe)
 
 
-def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+def check_output_folder(path: str | Path, option: str | None = None) -> Path:
     """Fail now, with one line naming `path` and the fix, if `path` cannot be (or become) a folder we write into.
 
-    Creates nothing: a missing folder is made by the first write, so a run refused for another
-    reason leaves no empty folder behind.
+    `option` is what the caller calls the path (a command line passes its option's name); the
+    message names the path alone without it. Creates nothing: a missing folder is made by the
+    first write, so a run refused for another reason leaves no empty folder behind.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{option} {path}: exists and is a file, not a folder; pass a folder path (new or existing)")
+        raise OutputError(f"{_named(path, option)}: exists and is a file, not a folder; pass a folder path (new or existing)")
     _check_can_create_in(_nearest_existing(path), path, option)
     return path
 
 
-def check_output_file(path: str | Path, option: str = "--out") -> Path:
-    """Fail now if the file `path` cannot be written (atomically, i.e. created in its folder)."""
+def check_output_file(path: str | Path, option: str | None = None) -> Path:
+    """Fail now if the file `path` cannot be written (atomically, i.e. created in its folder); `option` as above."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{option} {path}: is a folder; pass a file path, e.g. {path / 'results.json'}")
+        raise OutputError(f"{_named(path, option)}: is a folder; pass a file path, e.g. {path / 'results.json'}")
     _check_can_create_in(_nearest_existing(path.parent), path, option)
     return path

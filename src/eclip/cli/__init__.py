@@ -14,9 +14,9 @@ import sys
 import typer
 
 # Each verb lives in its own module and registers itself on `app` when imported.
-from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, train  # noqa: F401,E402
+from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, textspan, train  # noqa: F401,E402
 from eclip.cli.app import app
-from eclip.cli.messages import bug_message, os_error_message, usage_message
+from eclip.cli.messages import bug_message, for_command_line, os_error_message, usage_message
 from eclip.errors import EclipError
 
 
@@ -57,7 +57,7 @@ def main(args: list[str] | None = None) -> None:
     except EclipError as err:
         if debugging():
             raise
-        _fail(str(err), 2)
+        _fail(for_command_line(str(err), args), 2)
     except OSError as err:
         if debugging():
             raise

@@ -4,12 +4,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def check_methods(names: Sequence[str]) -> None:
-    """Every `--method` is a registered method (`MethodError` lists the known ones)."""
+def check_methods(specs: Sequence[str]) -> None:
+    """Every `--method` names a registered method with options it has, of the right types
+    (`NAME` or `NAME:KEY=VALUE,...`; a `MethodError` names what is wrong and the closest choice)."""
     from eclip.methods.base import get_method
 
-    for name in names:
-        get_method(name)
+    for spec in specs:
+        get_method(spec)
 
 
 def check_template(template: str | None) -> None:
@@ -30,7 +31,12 @@ def check_texts(texts: Sequence[str]) -> None:
 
 
 def check_pretrained(model: str | None, pretrained: str | None) -> None:
-    """`--pretrained` goes with an open_clip model name, not with a bundled model or a folder (they hold their weights)."""
+    """`--model` names a model (or the closest name is suggested), and `--pretrained` goes with an open_clip model name,
+    not with a bundled model or a folder (they hold their weights)."""
+    if model:
+        from eclip.models.loading import check_model_name
+
+        check_model_name(model)
     if not (pretrained and model):
         return
     from pathlib import Path

@@ -1,20 +1,11 @@
 """`eclip demo`: the README's first command; vanilla ITSM, its fine-tunes' ITSM and free attention per sample image."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
 from eclip.cli.app import app
-
-
-def fine_tunes(name: str) -> list[str]:
-    """The bundled fine-tunes of bundled model `name`, ECLIP's masked max first (read from their config.json)."""
-    from eclip.models.loading import bundled_fine_tunes
-
-    return bundled_fine_tunes().get(name, [])
 
 
 @app.command("demo")
@@ -30,43 +21,19 @@ def demo_command(
     """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
     from eclip.cli.checks import check_template
     from eclip.device import resolve_device
-    from eclip.writing import atomic_write_text, check_output_folder
+    from eclip.writing import check_output_folder
 
     check_template(template)
     resolve_device(device)
     check_output_folder(out)
 
-    from tqdm import tqdm
+    from eclip.demo import run_demo
 
-    from eclip.data.bundled import samples_root
-    from eclip.data.synthetic import SyntheticDataset
-    from eclip.demo import mean_contrasts, story_figure
-    from eclip.methods.base import get_method
-    from eclip.models.loading import load_model
-    from eclip.shift import Panel
-
-    dataset = SyntheticDataset(data or samples_root())
-    classnames = list(dataset.classnames)
-    itsm, free = get_method("itsm"), get_method("free_attention")
-    panels: list[Panel] = []
-    for name in model:
-        vanilla = load_model(name, device=device)
-        panels.append(Panel(f"{name} ITSM", vanilla, itsm))
-        partners = fine_tunes(name)
-        if f"{name}-eclip" not in partners:
-            typer.echo(f"eclip: no ECLIP fine-tune of {name} is bundled; showing it without", err=True)
-        panels += [Panel(f"{partner} ITSM", load_model(partner, device=device), itsm) for partner in partners]
-        panels.append(Panel(f"{name} free attn", vanilla, free))
-    out.mkdir(parents=True, exist_ok=True)
-    per_image = {}
-    for sample in tqdm(dataset, total=len(dataset), desc="demo", unit="image", file=sys.stderr):
-        per_image[sample.image_id] = story_figure(sample, panels, classnames, out / f"{sample.image_id}.png", template)
-    for path, reason in dataset.skipped:
+    result = run_demo(out, model, data, template, device)
+    for path, reason in result.skipped:
         typer.echo(f"eclip: skipped {path}: {reason}", err=True)
-    means = mean_contrasts(list(per_image.values()))
-    atomic_write_text(out / "contrasts.json", json.dumps({"per_image": per_image, "mean": means}, indent=2))
-    lines = [f"  {title:<28} {value:+.3f}" for title, value in means.items()]
+    lines = [f"  {title:<28} {'–' if value is None else f'{value:+.3f}'}" for title, value in result.mean.items()]
     typer.echo("mean score contrast over the (image, class) pairs (> 0: the map is on the object)\n" + "\n".join(lines))
-    typer.echo(f"wrote {len(per_image)} figures to {out}/")
-    if dataset.skipped:
+    typer.echo(f"wrote {len(result.figures)} figures to {out}/")
+    if result.skipped:
         raise typer.Exit(code=1)

@@ -1,7 +1,6 @@
 """`eclip explain`: heat maps of where a CLIP looks for each text, per image."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,16 +25,21 @@ def default_texts(model_name: str) -> list[str]:
     raise TextInputError("no --text given; name what to look for, e.g. --text 'a cat' --text 'a dog'")
 
 
-def unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output names: the file stem, made unique with _1, _2 when two inputs share a stem."""
-    seen: dict[str, int] = {}
-    names = {}
-    for path in paths:
-        stem = path.stem
-        count = seen.get(stem, 0)
-        names[path] = stem if count == 0 else f"{stem}_{count}"
-        seen[stem] = count + 1
-    return names
+def image_paths(inputs: list[Path] | None, recursive: bool) -> list[Path]:
+    """The image files of `inputs` (default: the bundled samples); a warning per input without any, an error if none at all."""
+    from eclip.data.images import iter_image_files
+    from eclip.errors import ImageLoadError
+
+    sources = list(inputs) if inputs else sample_images()
+    found = {source: iter_image_files([source], recursive=recursive) for source in sources}
+    paths = iter_image_files([path for paths in found.values() for path in paths])
+    hint = "" if recursive else " (--recursive descends into sub-folders)"
+    if not paths:
+        raise ImageLoadError(f"no image found in {', '.join(str(s) for s in sources[:3])}; "
+                             f"pass image files or folders holding .png / .jpg files{hint}")
+    for source in (s for s, p in found.items() if not p):
+        typer.echo(f"eclip: warning: no image found in {source}{hint}", err=True)
+    return paths
 
 
 @app.command("explain")
@@ -44,7 +48,8 @@ def explain_command(
     text: list[str] = typer.Option(None, "--text", "-t", help="A text to explain; repeat for several (default: the shape classes)."),
     model: str = typer.Option("synth-vit", "--model", "-m", help="Bundled name, open_clip name, hf-hub:ID or model folder."),
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag, or a local open_clip checkpoint file."),
-    method: str = typer.Option("itsm", "--method", help="Explanation method (see `eclip methods`)."),
+    method: str = typer.Option("itsm", "--method",
+                               help="Explanation method, with options as NAME:KEY=VALUE,... (see `eclip methods`)."),
     template: str = typer.Option(None, "--template", help="Prompt template with {} (or a set: single, seven, imagenet)."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 80 CLIP ImageNet templates per text."),
     out: Path = typer.Option(Path("eclip-out"), "--out", "-o", help="Output folder."),
@@ -61,46 +66,36 @@ def explain_command(
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                     help="With --segment: no background text; pixels whose best probability is below it are background."),
 ) -> None:
-    """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores)."""
-    from eclip.cli.checks import check_pretrained, check_template, check_texts
-    from eclip.data.images import iter_image_files
-    from eclip.device import resolve_device
-    from eclip.errors import ImageLoadError
-    from eclip.writing import atomic_write_text, check_output_folder
+    """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores).
 
+    Methods with more outputs than their maps add them: `interactions` writes OUT/<stem>_interactions.npy
+    and one overlay panel per content word.
+    """
+    from eclip.cli.checks import check_pretrained, check_template, check_texts
+    from eclip.device import resolve_device
+    from eclip.methods.base import get_method
+    from eclip.writing import check_output_folder
+
+    explainer = get_method(method)
     check_template(template)
     check_pretrained(model, pretrained)
     resolve_device(device)
     check_output_folder(out)
     texts = list(text) if text else default_texts(model)
     check_texts(texts)
-    sources = list(inputs) if inputs else sample_images()
-    found = {source: iter_image_files([source], recursive=recursive) for source in sources}
-    paths = iter_image_files([path for paths in found.values() for path in paths])
-    hint = "" if recursive else " (--recursive descends into sub-folders)"
-    if not paths:
-        raise ImageLoadError(f"no image found in {', '.join(str(s) for s in sources[:3])}; "
-                             f"pass image files or folders holding .png / .jpg files{hint}")
-    for source in (s for s, p in found.items() if not p):
-        typer.echo(f"eclip: warning: no image found in {source}{hint}", err=True)
+    paths = image_paths(inputs, recursive)
 
     from tqdm import tqdm
 
-    from eclip.explain import Explained, explain_files, fit_within, save_maps
-    from eclip.methods.base import get_method
+    from eclip.explain import Explained, explain_files, unique_stems, write_explained
     from eclip.models.loading import load_model
     from eclip.prompts import IMAGENET, encode_prompts
-    from eclip.report.overlay import overlay_panels, score_titles
 
-    explainer = get_method(method)
     adapter = load_model(model, pretrained, device=device)
     if segment:
         _segment(adapter, explainer, texts, paths, out, "imagenet" if ensemble else (template or "{}"), background, threshold)
         return
     features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
-    word_level = method == "interactions"  # one panel per content word, and the token x location matrices
-    if word_level:
-        batch_size = 1
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -110,24 +105,8 @@ def explain_command(
             failed += 1
             typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
             continue
-        stem = names[result.path]
-        shape = save_maps(out / f"{stem}.npy", result, fit_within(result.size, map_size))
-        titles, panels, extra = score_titles(texts, result.cosine, result.probability), result.display_maps(), {}
-        if word_level:
-            from eclip.cli.explain_words import word_outputs
-
-            titles, panels, section = word_outputs(explainer.last, (result.display.height, result.display.width), out / stem)
-            extra = {"interactions": section}
-        overlay_panels(result.display, panels, titles, out / f"{stem}.png", suptitle=f"{adapter.name} · {method}")
-        record = {
-            "image": str(result.path), "model": adapter.name, "method": method, "texts": texts,
-            "image_size": list(result.size), "map_size": list(shape[1:]),
-            "scores": [{"text": t, "cosine": round(float(c), 6), "probability": round(float(p), 6)}
-                       for t, c, p in zip(texts, result.cosine, result.probability)],
-            **extra,
-        }
-        atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2))
-    typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {method} on {adapter.name} -> {out}")
+        write_explained(result, out / names[result.path], model_name=adapter.name, method_label=explainer.label, map_side=map_size)
+    typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {explainer.label} on {adapter.name} -> {out}")
     if failed:
         raise typer.Exit(code=1)
 

@@ -57,6 +57,34 @@ def usage_message(err: Exception, args: Sequence[str]) -> str:
     return f"{' '.join(_rule(text).split()).rstrip('.')}; {help_hint}"
 
 
+def for_command_line(message: str, args: Sequence[str]) -> str:
+    """A library message as the command line says it: `name=value` of an option of the verb run reads `--name value`.
+
+    Library messages name an argument as Python spells it (`device=cuda`, `pretrained=FILE`), so a
+    Python user reads the call to fix; the verb that took the value from an option shows that option.
+    Only the options of the verb in `args` are rewritten, so other `x=y` text stays as it is.
+    """
+    flags = _verb_flags(args)
+    if not flags:
+        return message
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w./-])({names})=", lambda m: f"{flags[m.group(1)]} ", message)
+
+
+def _verb_flags(args: Sequence[str]) -> dict[str, str]:
+    """Parameter name -> long option (`batch_size` -> `--batch-size`) of the verb `args` runs; empty if none."""
+    import typer.main
+
+    from eclip.cli.app import app
+
+    verb = next((arg for arg in args if not arg.startswith("-")), None)
+    command = getattr(typer.main.get_command(app), "commands", {}).get(verb)
+    if command is None:
+        return {}
+    return {param.name: max(longs, key=len) for param in command.params
+            if (longs := [o for o in param.opts if o.startswith("--")])}
+
+
 def os_error_message(err: OSError) -> str:
     """An OSError that reached the boundary (a full disk, a path that vanished, no permission), with what to check."""
     where = f"{err.filename}: " if err.filename else ""

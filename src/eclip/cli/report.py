@@ -11,7 +11,8 @@ from eclip.errors import OptionError
 
 @app.command("report")
 def report_command(
-    results: list[Path] = typer.Argument(..., help="One or more OUT.json files written by `eclip evaluate`."),
+    results: list[Path] = typer.Argument(..., help="One or more OUT.json files written by `eclip evaluate` (or the shift.json "
+                                                   "of `eclip shift`)."),
     out: Path = typer.Option(Path("eclip-report"), "--out", "-o", help="Output folder: index.html, metrics.png, overlays/."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="With --root: draw example overlays from this dataset."),
     root: Path = typer.Option(None, "--root", help="The dataset folder, for example overlays."),
@@ -30,29 +31,9 @@ def report_command(
         raise OptionError("--dataset and --root go together (the dataset the example overlays are drawn from); give both or neither")
     resolve_device(device)
     check_output_folder(out)
-    from eclip.evaluation import read_results
+    from eclip.reporting import write_report_folder
 
-    records = read_results(results)
-    if not records:
-        raise typer.BadParameter("the results hold no record")
-
-    from eclip.report.charts import metric_bars, record_label
-    from eclip.report.html import write_report
-
-    figure = metric_bars(records, out / "metrics.png") if any(r.get("n_pairs") for r in records) else None
-    overlays: dict[str, list[Path]] = {}
-    if dataset and root and examples:
-        from eclip.data.registry import open_dataset
-        from eclip.evaluation.examples import example_maps
-        from eclip.report.overlay import example_overlay
-
-        ds = open_dataset(dataset, root)
-        for record in records:
-            if record.get("dataset") == ds.name and not record.get("error"):
-                label = record_label(record, with_dataset=True)
-                overlays[label] = [example_overlay(str(record["model"]), str(record["method"]), ex.image_id, ex.image, ex.maps,
-                                                   ex.classes, ex.contrasts, out / "overlays")
-                                   for ex in example_maps(record, ds, examples, device=device)]
-    page = write_report(records, out, figure, overlays)
-    drawn = sum(map(len, overlays.values()))
-    typer.echo(f"wrote {page}" + (f", {figure.name}" if figure else "") + (f", {drawn} overlays" if overlays else ""))
+    report = write_report_folder(results, out, dataset, root, examples, device)
+    drawn = sum(map(len, report.overlays.values()))
+    typer.echo(f"wrote {report.page}" + (f", {report.figure.name}" if report.figure else "")
+               + (f", {drawn} overlays" if report.overlays else ""))

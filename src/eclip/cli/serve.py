@@ -46,30 +46,26 @@ def serve_command(
 ) -> None:
     """Start the web demo: upload or pick an image, type texts, compare methods and vanilla vs ECLIP in the browser."""
     from eclip.device import resolve_device
-    from eclip.serve import ModelCache, ServeLimits, Workspace
 
     resolve_device(device)
-
-    logging.basicConfig(level=logging.WARNING, format="eclip: %(message)s")
-    logging.getLogger("eclip").setLevel(logging.INFO)
     specs = model_specs(list(model or []), list(pretrained or []))
-    models = ModelCache(specs, device=device)
-    for label in models.extra or models.labels[:1]:  # fail now on a bad --model, and make the first click fast
-        models.get(label)
-    limits = ServeLimits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_texts=max_texts)
-    if not is_loopback(host):
-        typer.echo(f"eclip: warning: serving on {host}:{port}, reachable from other machines; anyone who can reach it can "
-                   "run jobs on this machine (there is no login). Use --host 127.0.0.1 to keep it private.", err=True)
-    from eclip.app import build_app, launch
+    logging.getLogger("eclip").setLevel(logging.INFO)
 
-    typer.echo(f"eclip serve: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}  (models: "
-               f"{', '.join(models.labels)}; Ctrl+C stops)")
-    workspace = Workspace()
+    from eclip.serve import ModelCache, ServeLimits
+    from eclip.serve.page import serve
+
+    models = ModelCache(specs, device=device)
+
+    def ready() -> None:
+        if not is_loopback(host):
+            typer.echo(f"eclip: warning: serving on {host}:{port}, reachable from other machines; anyone who can reach it can "
+                       "run jobs on this machine (there is no login). Use --host 127.0.0.1 to keep it private.", err=True)
+        typer.echo(f"eclip serve: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}  (models: "
+                   f"{', '.join(models.labels)}; Ctrl+C stops)")
+
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl+C does, and the uploads are removed
-    try:
-        launch(build_app(models, limits, workspace=workspace), host, port, limits, concurrency, queue_size, quiet=True)
-    finally:
-        workspace.close()
+    serve(models, ServeLimits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_texts=max_texts), host, port, concurrency,
+          queue_size, ready=ready)
 
 
 def _interrupt(signum, frame) -> None:

@@ -1,16 +1,45 @@
 """`eclip train`: train a small CLIP from a config, or fine-tune any CLIP with ECLIP's masked max pooling.
 
-Single process, or data parallel under torchrun (`torchrun --nproc_per_node N --no-python eclip
-train ...`): each rank takes a slice of the global batch, rank 0 writes the checkpoints.
+The options build one fine-tune recipe (`eclip.train.recipe.FinetuneRecipe`), on top of
+`--recipe` when given (a recipe file, or a model whose config.json records one); the library runs
+it (`eclip.train.finetune`). Single process, or data parallel under torchrun (`torchrun
+--nproc_per_node N --no-python eclip train ...`): each rank takes a slice of the global batch,
+rank 0 writes the checkpoints.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import typer
 
 from eclip.cli.app import app
+
+#: The recipe field (or library parameter) each option sets: library messages name the field, the CLI prints the flag.
+FLAGS = {
+    "settings.steps": "--steps", "settings.batch_size": "--batch-size", "settings.lr": "--lr",
+    "settings.weight_decay": "--weight-decay", "settings.warmup": "--warmup", "settings.seed": "--seed",
+    "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip",
+    "pooling.head": "--pooling", "pooling.max_over": "--max-over", "pooling.mask_source": "--mask-source",
+    "pooling.mask_rule": "--mask-rule", "pooling.mask_mass": "--mask-mass", "pooling.mask_topk": "--mask-topk",
+    "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives", "loss.dense": "--dense",
+    "loss.dense_weight": "--dense-weight", "loss.dense_margin": "--dense-margin", "loss.distill": "--distill", "loss.l2sp": "--l2sp",
+    "data.captions": "--captions", "data.seed": "--data-seed", "data.image_size": "--scene-size", "data.max_objects": "--max-objects",
+    "data.path": "--data", "data.kind": "--data", "train": "--train", "start": "--model / --config", "recipe": "--recipe",
+    "out": "--out", "resume": "--resume",
+}
+
+
+def in_flags(message: str) -> str:
+    """A library message with each `field` it names replaced by the option that sets it."""
+    return re.sub(r"`([a-z_.]+)`", lambda m: FLAGS.get(m.group(1), m.group(0)), message)
+
+
+def _given(**values):
+    """The options the command line gave (None means: keep the recipe's value)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command("train")
@@ -20,47 +49,115 @@ def train_command(
                               help="Fine-tune this model (bundled name, open_clip name with --pretrained, or model folder) "
                                    "instead of training --config from scratch."),
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or local checkpoint file for --model."),
-    config: str = typer.Option("synth-vit", "--config", help="Architecture to train from scratch: synth-vit, synth-rn, or a JSON file."),
+    config: str = typer.Option(None, "--config", help="Architecture to train from scratch: synth-vit (default), synth-rn, or a JSON file."),
+    recipe: str = typer.Option(None, "--recipe",
+                               help="Start from this recipe: a JSON file (eclip.train.FinetuneRecipe.to_json), or a model folder / "
+                                    "bundled name whose config.json records how it was made. Options given here override it."),
     pooling: str = typer.Option(None, "--pooling",
                                 help="Pooling head: attention (the model's own), avg, max, masked_max (ECLIP). "
                                      "Default: attention from scratch, masked_max when fine-tuning."),
-    max_over: str = typer.Option("raw", "--max-over", help="max / masked_max over the raw or the L2-normalized dense features."),
-    mask_source: str = typer.Option("cls_attention", "--mask-source", help="Mask: cls_attention, rollout (ViT), similarity, none."),
-    mask_rule: str = typer.Option("mass", "--mask-rule", help="mass: keep --mask-mass of the attention; topk: the --mask-topk fraction."),
-    mask_mass: float = typer.Option(0.6, "--mask-mass", min=0.001, max=1.0, help="Share of the attention mass the mask keeps."),
-    mask_topk: float = typer.Option(0.3, "--mask-topk", min=0.001, max=1.0, help="Fraction of locations the top-k mask keeps."),
-    mask_from: str = typer.Option("frozen", "--mask-from", help="Masks from a frozen copy of the starting model, or the current model."),
-    background_negatives: str = typer.Option("none", "--background-negatives",
+    max_over: str = typer.Option(None, "--max-over", help="max / masked_max over the raw (default) or the L2-normalized dense features."),
+    mask_source: str = typer.Option(None, "--mask-source", help="Mask: cls_attention (default), rollout (ViT), similarity, none."),
+    mask_rule: str = typer.Option(None, "--mask-rule",
+                                  help="mass (default): keep --mask-mass of the attention; topk: the --mask-topk fraction."),
+    mask_mass: float = typer.Option(None, "--mask-mass", min=0.001, max=1.0, help="Share of the attention mass the mask keeps (0.6)."),
+    mask_topk: float = typer.Option(None, "--mask-topk", min=0.001, max=1.0, help="Fraction of locations the top-k mask keeps (0.3)."),
+    mask_from: str = typer.Option(None, "--mask-from",
+                                  help="Masks from a frozen copy of the starting model (frozen, default) or the current model."),
+    background_negatives: str = typer.Option(None, "--background-negatives",
                                              help="masked_max: each caption must also beat the background of every image of the "
-                                                  "batch, pooled outside each mask by the head's max or by the mean: none, max, avg "
-                                                  "(ours; see README, ECLIP variants)."),
-    captions: str = typer.Option("all", "--captions",
-                                 help="Synthetic captions: all templates, objects (none names the background), "
-                                      "or shapes (objects plus 'a photo of a star.')."),
-    train_part: str = typer.Option("all", "--train", help="What is updated: all, visual, or last:N (last N image blocks + projection)."),
-    data: str = typer.Option("synthetic", "--data",
-                             help="Pairs: synthetic, a CSV of image_path,caption, a folder of images + same-stem .txt, "
+                                                  "batch, pooled outside each mask by the head's max or by the mean: none (default), "
+                                                  "max, avg (ours; see README, ECLIP variants)."),
+    dense: str = typer.Option(None, "--dense",
+                              help="Dense term (ours): each caption's foreground tokens (the free-attention mask) must score above its "
+                                   "background tokens against the full caption embedding: none (default), margin, softmax. Any head."),
+    dense_weight: float = typer.Option(None, "--dense-weight", min=0.0, help="Weight of the dense term (1.0)."),
+    dense_margin: float = typer.Option(None, "--dense-margin", min=0.0, max=2.0,
+                                       help="margin form: the foreground's mean cosine above the background's by this much (0.1)."),
+    distill: float = typer.Option(None, "--distill", min=0.0,
+                                  help="Keep zero-shot (ours): weight of 1 - cosine of the served image embedding and the caption "
+                                       "embedding with the starting model's (0: off)."),
+    l2sp: float = typer.Option(None, "--l2sp", min=0.0,
+                               help="Keep zero-shot (ours): weight of the squared distance of the trained weights from the starting "
+                                    "weights, L2-SP (0: off). The text tower frozen is --train visual."),
+    captions: str = typer.Option(None, "--captions",
+                                 help="Synthetic captions: all (default) templates, objects (none names the background), "
+                                      "or shapes (objects plus 'a photo of a star.'). With --data files: the set they hold, recorded."),
+    train_part: str = typer.Option(None, "--train",
+                                   help="What is updated: all (default), visual, or last:N (last N image blocks + projection)."),
+    data: str = typer.Option(None, "--data",
+                             help="Pairs: synthetic (default), a CSV of image_path,caption, a folder of images + same-stem .txt, "
                                   "or WebDataset .tar shards (a file, a folder, or shard-{000..009}.tar)."),
-    steps: int = typer.Option(2000, min=1, help="Total optimisation steps (the cosine schedule spans them)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Image-text pairs per step (the global batch under torchrun)."),
-    lr: float = typer.Option(5e-4, min=1e-9, help="Peak learning rate (AdamW)."),
-    weight_decay: float = typer.Option(0.1, "--weight-decay", min=0.0),
-    warmup: int = typer.Option(100, min=0, help="Linear warm-up steps."),
-    seed: int = typer.Option(0, min=0, help="Seed of the model initialisation (from scratch) and of the data order (files)."),
-    data_seed: int = typer.Option(1000, "--data-seed", min=0, help="Seed of the synthetic training scenes; evaluate on other seeds."),
+    steps: int = typer.Option(None, min=1, help="Total optimisation steps (the cosine schedule spans them; 2000)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Image-text pairs per step (the global batch under torchrun; 64)."),
+    lr: float = typer.Option(None, min=1e-9, help="Peak learning rate (AdamW; 5e-4)."),
+    weight_decay: float = typer.Option(None, "--weight-decay", min=0.0, help="AdamW's decoupled weight decay on matrices (0.1)."),
+    warmup: int = typer.Option(None, min=0, help="Linear warm-up steps (100)."),
+    seed: int = typer.Option(None, min=0, help="Seed of the model initialisation (from scratch) and of the data order (files; 0)."),
+    data_seed: int = typer.Option(None, "--data-seed", min=0,
+                                  help="Seed of the synthetic training scenes (1000); evaluate on other seeds."),
     scene_size: int = typer.Option(None, "--scene-size", min=16, max=4096,
                                    help="Pixels per side of synthetic scenes and of file images "
                                         "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
-    max_objects: int = typer.Option(3, "--max-objects", min=1, max=255, help="Objects per scene, at most."),
+    max_objects: int = typer.Option(None, "--max-objects", min=1, max=255, help="Objects per scene, at most (3)."),
     workers: int = typer.Option(0, "--workers", min=0,
-                                help="Processes drawing synthetic scenes ahead of training (0: drawn in this process). "
-                                     "Drawing is the bottleneck on a GPU; the batches are the same with any number."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between atomic checkpoints."),
+                                help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
+                                     "training (0: in this process). The batches are the same with any number."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=1, help="Steps between atomic checkpoints (200)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
 ) -> None:
     """Train a CLIP contrastively; the output folder loads with --model PATH and keeps its pooling head."""
+    from eclip.errors import EclipError
+
+    try:
+        summary = _train(out, model, pretrained, config, recipe, resume, device, threads, workers,
+                         pooling=_given(head=pooling, max_over=max_over, mask_source=mask_source, mask_rule=mask_rule,
+                                        mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from),
+                         settings=_given(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                                         seed=seed, checkpoint_every=checkpoint_every),
+                         loss=_given(background_negatives=background_negatives, dense=dense, dense_weight=dense_weight,
+                                     dense_margin=dense_margin, distill=distill, l2sp=l2sp),
+                         data=data, data_options=_given(seed=data_seed, image_size=scene_size, max_objects=max_objects, captions=captions),
+                         train_part=train_part)
+    except EclipError as err:
+        raise type(err)(in_flags(str(err))) from err
+    if summary is not None:
+        typer.echo(json.dumps(summary))
+
+
+def build_recipe(model: str | None, pretrained: str | None, config: str | None, recipe: str | None, *, pooling: dict,
+                 settings: dict, loss: dict, data: str | None, data_options: dict, train_part: str | None):
+    """The recipe the options describe: `--recipe` (or the defaults) with each given option in its place."""
+    import dataclasses
+
+    from eclip.models.pooling import PoolingConfig
+    from eclip.train.recipe import DataRecipe, FinetuneRecipe, Start, read_recipe
+
+    if recipe:
+        base = read_recipe(recipe)
+    else:
+        base = FinetuneRecipe(pooling=PoolingConfig(head="masked_max" if model else "attention"))
+    if model:
+        start = Start(model=model, pretrained=pretrained)
+    elif config or base.start is None:
+        start = Start(config=config or "synth-vit")
+    else:
+        start = base.start
+    same = data is None or data == (base.data.path or "synthetic")
+    if same and base.data.kind == "synthetic":
+        new_data = dataclasses.replace(base.data, **data_options)
+    else:  # other files, or files in place of scenes: only the size (and the captions of the same files) carry over
+        carried = {"image_size": base.data.image_size, **({"captions": base.data.captions} if same else {})}
+        new_data = DataRecipe.from_spec(data or base.data.path, **{**carried, **data_options})
+    return dataclasses.replace(base, start=start, pooling=dataclasses.replace(base.pooling, **pooling),
+                               settings=dataclasses.replace(base.settings, **settings), loss=dataclasses.replace(base.loss, **loss),
+                               data=new_data, train=train_part or base.train)
+
+
+def _train(out: Path, model, pretrained, config, recipe, resume: bool, device: str, threads: int, workers: int, **options) -> dict | None:
+    """Check the options, build the recipe, fine-tune; the summary to print (rank 0), or None (other ranks)."""
     from eclip.cli.checks import check_pretrained
     from eclip.device import resolve_device
     from eclip.train.checkpoint import check_run_folder
@@ -70,75 +167,22 @@ def train_command(
     resolve_device(device)
     check_output_folder(out)
     check_run_folder(out, resume)
+    plan = build_recipe(model, pretrained, config, recipe, **options)
 
     import torch
 
-    from eclip.data.pairs import SyntheticPairs, open_pairs
-    from eclip.data.synthetic import CAPTION_SETS
-    from eclip.distributed import init_distributed, leave_distributed, world
-    from eclip.errors import ModelLoadError
-    from eclip.models.folder import architecture_config, build_open_clip
-    from eclip.models.loading import load_model, simple_tokenizer, wrap
-    from eclip.models.pooling import PoolingConfig
-    from eclip.train.finetune import make_embedder, model_config, trainable_filter
-    from eclip.train.loop import TrainSettings, native_image_embedder, train
+    from eclip.train.recipe import finetune
 
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    device, own_group = init_distributed(device)
-    head = PoolingConfig(head=pooling or ("masked_max" if model else "attention"), max_over=max_over, mask_source=mask_source,
-                         mask_rule=mask_rule, mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from)
-    if model:
-        adapter = load_model(model, pretrained, device=device)
-        net, tokenizer = adapter.model, adapter.tokenizer
-        base = model_config(adapter, model, pretrained)
-        start = {"model": model, "pretrained": pretrained}
-        trained_on = (getattr(adapter, "config", None) or {}).get("training", {}).get("extra", {}).get("data", {})
-        size = scene_size or int(trained_on.get("image_size") or adapter.image_size[0])
-    else:
-        base = architecture_config(config)
-        torch.manual_seed(seed)
-        net = build_open_clip(base).to(device)
-        tokenizer, _ = simple_tokenizer(int(base["open_clip"]["text_cfg"].get("context_length", 77)))
-        pre = base["preprocess"]
-        adapter = wrap(net, tokenizer, name=config, image_size=pre["image_size"] if isinstance(pre["image_size"], list)
-                       else (pre["image_size"], pre["image_size"]), mean=pre["mean"], std=pre["std"],
-                       context_length=int(base["open_clip"]["text_cfg"].get("context_length", 77)))
-        start = {"config": config}
-        size = scene_size or 96
-    arch = base.get("arch", adapter.arch)
-    trainable = trainable_filter(train_part, net, arch)
-    if captions not in CAPTION_SETS:
-        raise ModelLoadError(f"--captions {captions!r} is unknown; use one of {', '.join(CAPTION_SETS)}")
-    embedder = native_image_embedder if head.is_native and background_negatives == "none" \
-        else make_embedder(adapter, head, background_negatives)
-    data_record = {"kind": "synthetic", "seed": data_seed, "image_size": size, "max_objects": max_objects, "captions": captions} \
-        if data == "synthetic" \
-        else {"kind": "files", "path": data, "image_size": size}
-    source = open_pairs(data, size, seed, synthetic=lambda: SyntheticPairs(seed=data_seed, workers=workers, image_size=size,
-                                                                                   max_objects=max_objects,
-                                                                                   caption_templates=CAPTION_SETS[captions]))
-    settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
-                             checkpoint_every=checkpoint_every,
-                             extra={"data": data_record, "start": start, "train": train_part,
-                                    "loss": {"background_negatives": background_negatives}})
-    record = {**base, "pooling": head.to_json()}
-    rank = world()[0]
-    try:
-        result = train(net, record, source, tokenizer, out, settings, image_embedder=embedder, trainable=trainable,
-                       resume=resume, batchnorm_eval=bool(model) and arch == "resnet")
-    finally:
-        getattr(source, "close", lambda: None)()
-        leave_distributed(own_group)
-    if rank != 0:
-        return
-    skipped = getattr(source, "skipped", [])
-    for name, reason in skipped[:20]:
+    result = finetune(None, plan, None, out, resume=resume, device=device, workers=workers)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    for name, reason in result.skipped[:20]:
         typer.echo(f"eclip: skipped {name}: {reason}", err=True)
-    summary = {"out": str(result.out), "steps": result.steps_done, "seconds": round(result.seconds, 1),
-               "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4), "pooling": head.head,
-               "skipped": len(skipped)}
-    typer.echo(json.dumps(summary))
+    return {"out": str(result.out), "steps": result.steps_done, "seconds": round(result.seconds, 1),
+            "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4), "pooling": plan.pooling.head,
+            "terms": {name: round(value, 4) for name, value in result.terms.items()}, "skipped": len(result.skipped)}

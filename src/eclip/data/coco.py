@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from eclip.data.registry import EvalDataset, SkippedImage, find_root, load_rgb
+from eclip.data.base import EvalDataset, SkippedImage, find_root, load_rgb
 from eclip.data.sample import Sample
 from eclip.errors import DatasetError
 

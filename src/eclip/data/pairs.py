@@ -2,13 +2,15 @@
 
 A source returns batch `i` the same way every time, so a resumed run sees exactly the batches it
 would have seen, and `torchrun` ranks can take disjoint slices of one global batch (`part`).
+`eclip.data.loader.TrainingFeed` calls them in DataLoader worker processes.
 
 Sources: synthetic scenes (`SyntheticPairs`, endless and seeded), a CSV of `image_path,caption`
 (`CsvPairs`), a folder of images with same-stem `.txt` captions (`FolderPairs`), and WebDataset
 shards, tar files of `key.jpg|png` + `key.txt` read with the standard library (`WebDatasetPairs`).
 File sources reshuffle every epoch with a seeded permutation. Bad entries (missing files, empty
-captions, undecodable images) are logged, recorded in `skipped` and replaced by the next good
-item, deterministically, so batches keep their size and a resumed run stays exact.
+or binary captions, undecodable images) are logged, recorded in `skipped` and replaced by the
+next good item, deterministically, so batches keep their size and a resumed run stays exact.
+Images come as uint8 (0..255): a quarter of the bytes between processes and to the GPU.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import csv
 import glob
 import io
 import logging
+import os
 import re
 import tarfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +38,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class PairSource(Protocol):
-    """Anything that yields (images (N, 3, H, W) float in [0, 1], N captions) for a batch index."""
+    """Anything that yields (images (N, 3, H, W), N captions) for a batch index: images uint8 (0..255) or float in [0, 1]."""
 
     def batch(self, index: int, size: int) -> tuple[torch.Tensor, list[str]]: ...
 
@@ -51,71 +55,30 @@ def batch_part(source: PairSource, index: int, size: int, start: int, stop: int)
 class SyntheticPairs:
     """Synthetic scenes and their captions, an endless seeded stream (see `eclip.data.synthetic`).
 
-    With `workers` > 0 the scenes are drawn by that many processes, `prefetch` batches ahead of
-    the one asked for: drawing is the bottleneck of training a small CLIP on a GPU. Scene `i` is a
-    pure function of (seed, i), so the batches are the same with any number of workers.
+    Scene `i` is a pure function of (seed, i), so batches are the same in any process and with any
+    number of DataLoader workers drawing them.
     """
 
-    def __init__(self, seed: int = 0, workers: int = 0, prefetch: int = 4, **scene_options) -> None:
+    def __init__(self, seed: int = 0, **scene_options) -> None:
         from eclip.data.synthetic import SceneConfig
 
         self.seed = seed
         self.config = SceneConfig(**scene_options)
         self.skipped: list[tuple[str, str]] = []
-        self.workers = int(workers)
-        self.prefetch = max(1, int(prefetch))
-        self._pool = None
-        self._pending: dict[tuple[int, int, int], object] = {}
 
     def batch(self, index: int, size: int) -> tuple[torch.Tensor, list[str]]:
         return self.part(index, size, 0, size)
 
     def part(self, index: int, size: int, start: int, stop: int) -> tuple[torch.Tensor, list[str]]:
-        """Scenes index*size + [start, stop): each scene is drawn from its own global index."""
-        if self.workers > 0:
-            images, captions = self._parallel(index, size, start, stop)
-        else:
-            from eclip.data.synthetic import batch_of_scenes
-
-            images, captions = batch_of_scenes(self.seed, index * size + start, stop - start, self.config)
-        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0), list(captions)
-
-    def _parallel(self, index: int, size: int, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
-        """Batch `index` from the worker pool; batches index+1 .. index+prefetch are queued behind it."""
-        import multiprocessing
-
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
-        for ahead in range(index, index + self.prefetch + 1):
-            key = (ahead, start, stop)
-            if key not in self._pending:
-                self._pending[key] = self._submit(ahead * size + start, stop - start)
-        for key in [k for k in self._pending if k[0] < index]:
-            del self._pending[key]
-        chunks = [chunk.get() for chunk in self._pending.pop((index, start, stop))]
-        return np.concatenate([c[0] for c in chunks]), [caption for c in chunks for caption in c[1]]
-
-    def _submit(self, first: int, count: int) -> list:
-        """Split scenes first..first+count-1 into one job per worker."""
+        """Scenes index*size + [start, stop) as uint8 (n, 3, H, W): each scene is drawn from its own global index."""
         from eclip.data.synthetic import batch_of_scenes
 
-        step = -(-count // self.workers)
-        return [self._pool.apply_async(batch_of_scenes, (self.seed, a, min(step, first + count - a), self.config))
-                for a in range(first, first + count, step)]
-
-    def close(self) -> None:
-        """Stop the worker processes (also done when the source is garbage-collected)."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
-            self._pending.clear()
-
-    def __del__(self) -> None:
-        self.close()
+        images, captions = batch_of_scenes(self.seed, index * size + start, stop - start, self.config)
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous(), list(captions)
 
 
 def decode_rgb(data: bytes | Path, name: str, size: int) -> torch.Tensor:
-    """Image bytes or file -> (3, size, size) float in [0, 1] (bicubic resize, no crop).
+    """Image bytes or file -> (3, size, size) uint8 (bicubic resize, no crop).
 
     Raises ImageLoadError naming `name` for anything PIL cannot decode.
     """
@@ -124,7 +87,7 @@ def decode_rgb(data: bytes | Path, name: str, size: int) -> torch.Tensor:
             image = image.convert("RGB").resize((size, size), Image.BICUBIC)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageLoadError(f"{name}: cannot decode image ({err}); re-encode or remove it") from err
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
 class FilePairs:
@@ -190,24 +153,51 @@ def _clean_caption(text: str) -> str:
     return " ".join(text.split())
 
 
+def read_caption(data: bytes) -> str | None:
+    """A caption file's bytes -> its text with whitespace collapsed, or None when the file is not text.
+
+    Binary data (NUL bytes, bytes that are not UTF-8, control characters other than whitespace)
+    is not taken as a caption: a stray image renamed `.txt` would otherwise train on noise.
+    A UTF-8 byte-order mark, as spreadsheets and Windows editors write, is dropped.
+    """
+    if b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    if any(unicodedata.category(ch) == "Cc" and not ch.isspace() for ch in text):
+        return None
+    return _clean_caption(text)
+
+
+_NOT_TEXT = "caption file is binary, not UTF-8 text"
+
+
 class CsvPairs(FilePairs):
-    """A CSV with rows `image_path,caption` (optional header); relative paths are from the CSV's folder."""
+    """A CSV with rows `image_path,caption` (optional header); relative paths are from the CSV's folder.
+
+    Spreadsheets' CSVs read as written: a UTF-8 byte-order mark before the header and CRLF line
+    ends are accepted, and quoted captions may span lines.
+    """
 
     def __init__(self, path: Path, image_size: int, seed: int = 0) -> None:
         super().__init__(image_size, seed)
         path = Path(path)
         try:
-            rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle)
+                rows = [(reader.line_num, row) for row in reader]  # line_num: the row's last line in the file
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             raise DatasetError(f"{path}: cannot read the CSV ({err}); give a UTF-8 file of image_path,caption rows") from err
-        if rows and [c.strip().lower() for c in rows[0][:2]] == ["image_path", "caption"]:
+        if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["image_path", "caption"]:
             rows = rows[1:]
         self.paths: list[Path] = []
-        for line, row in enumerate(rows, start=1):
+        for line, row in rows:
             if not row or not any(cell.strip() for cell in row):
                 continue
             if len(row) < 2 or not row[1].strip():
-                self._skip(f"{path}:{line}", "no caption")
+                self._skip(f"{path}:{line}", "no caption (the caption field is empty)")
                 continue
             image = Path(row[0].strip()).expanduser()
             image = image if image.is_absolute() else path.parent / image
@@ -232,7 +222,10 @@ class FolderPairs(FilePairs):
         self.paths: list[Path] = []
         for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
             text = image.with_suffix(".txt")
-            caption = _clean_caption(text.read_text(encoding="utf-8", errors="replace")) if text.is_file() else ""
+            caption = read_caption(text.read_bytes()) if text.is_file() else ""
+            if caption is None:
+                self._skip(str(image), f"{text.name}: {_NOT_TEXT}")
+                continue
             if not caption:
                 self._skip(str(image), f"no caption ({text.name} missing or empty)")
                 continue
@@ -274,18 +267,26 @@ class WebDatasetPairs(FilePairs):
             raise DatasetError("no WebDataset shards found; give a .tar file, a folder of .tar files or a pattern like s-{000..009}.tar")
         self._members: list[tuple[Path, tarfile.TarInfo]] = []
         self._open: dict[Path, tarfile.TarFile] = {}
+        self._pid = os.getpid()
         for shard in shards:
             self._index(Path(shard))
         self._check_not_empty(str(shards[0].parent))
 
+    def _tar(self, shard: Path) -> tarfile.TarFile:
+        """This process's handle on `shard`: a forked DataLoader worker must not share the parent's file offset."""
+        if self._pid != os.getpid():
+            self._open, self._pid = {}, os.getpid()
+        if shard not in self._open:
+            self._open[shard] = tarfile.open(shard, "r")
+        return self._open[shard]
+
     def _index(self, shard: Path) -> None:
         try:
-            tar = tarfile.open(shard, "r")
+            tar = self._tar(shard)
             members = tar.getmembers()
         except (OSError, tarfile.TarError, EOFError) as err:
             self._skip(str(shard), f"unreadable tar ({err})")
             return
-        self._open[shard] = tar
         groups: dict[str, dict[str, tarfile.TarInfo]] = {}
         for member in members:
             if not member.isfile():
@@ -301,9 +302,12 @@ class WebDatasetPairs(FilePairs):
                 self._skip(name, "needs both an image (jpg/png/webp) and a .txt caption")
                 continue
             try:
-                caption = _clean_caption(tar.extractfile(parts["txt"]).read().decode("utf-8", errors="replace"))
+                caption = read_caption(tar.extractfile(parts["txt"]).read())
             except (OSError, tarfile.TarError) as err:
                 self._skip(name, f"unreadable caption ({err})")
+                continue
+            if caption is None:
+                self._skip(name, _NOT_TEXT)
                 continue
             if not caption:
                 self._skip(name, "empty caption")
@@ -314,7 +318,7 @@ class WebDatasetPairs(FilePairs):
 
     def _read(self, i: int) -> bytes:
         shard, member = self._members[i]
-        handle = self._open[shard].extractfile(member)
+        handle = self._tar(shard).extractfile(member)
         if handle is None:
             raise ImageLoadError(f"{self.names[i]}: not a regular file in the tar")
         return handle.read()

@@ -6,7 +6,9 @@ mask is its instance mask (`instances/`), so a method must tell "a red star" fro
 the same image. The text set of every image is every colour x shape phrase of the dataset's
 configuration (the protocol of the class benchmark: all of a dataset's "classes" are the prompts),
 each object is explained by its own phrase, and objects with the same phrase in one image share
-one pair (the union of their masks: the phrase cannot tell them apart).
+one pair (the union of their masks: the phrase cannot tell them apart). A malformed annotation
+(a record that is not an object, an object without its colour, a meta.json without its config)
+is refused when the folder is opened, by `SyntheticDataset`, in one line naming the file and field.
 """
 from __future__ import annotations
 
@@ -14,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eclip.data.registry import EvalDataset, SyntheticEval
+from eclip.data.base import EvalDataset, SkippedImage
 from eclip.data.sample import Sample
+from eclip.data.synthetic import SyntheticEval
+from eclip.data.synthetic import object_phrase as phrase
 from eclip.errors import DatasetError
 
-
-def phrase(colour: str, shape: str) -> str:
-    """The caption's words for one object: "a red star", "an orange ring"."""
-    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
+__all__ = ["SyntheticPhrases", "open_phrases", "phrase"]
 
 
 class SyntheticPhrases(EvalDataset):
@@ -36,8 +37,6 @@ class SyntheticPhrases(EvalDataset):
         super().__init__(self.scenes.root, self.scenes.ids, classnames, limit)
 
     def load(self, index: int) -> Sample:
-        from eclip.data.registry import SkippedImage
-
         sample = self.scenes.load(index)
         try:
             instances = self.scenes.dataset.instances(index)
@@ -54,6 +53,6 @@ class SyntheticPhrases(EvalDataset):
 def open_phrases(dataset: str, root: str | Path, limit: int | None = None) -> SyntheticPhrases:
     """The phrase-grounding view of dataset `dataset` (synthetic scenes only: the others have no per-object phrases)."""
     if dataset.strip().lower() not in ("synthetic", "synth"):
-        raise DatasetError(f"--task phrases needs per-object phrases and instance masks, which only --dataset synthetic has "
-                           f"(got {dataset!r}); use --task classes for {dataset}")
+        raise DatasetError(f"task=phrases needs per-object phrases and instance masks, which only dataset=synthetic has "
+                           f"(got dataset={dataset}); use task=classes for {dataset}")
     return SyntheticPhrases(root, limit=limit)

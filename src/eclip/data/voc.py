@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eclip.data.registry import EvalDataset, SkippedImage, find_root, load_rgb, read_classnames, read_split
+from eclip.data.base import EvalDataset, SkippedImage, find_root, load_rgb, read_classnames, read_split
 from eclip.data.sample import Sample
 from eclip.errors import DatasetError
 

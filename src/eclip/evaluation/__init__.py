@@ -4,9 +4,10 @@
     records = evaluate(EvalConfig("synthetic", "data/synth", models=["synth-vit"], methods=["itsm", "gradcam"]))
     write_results(records, "results.json")
 
-Protocol (ECLIP.md section 4): every class present in an image is explained on its own with the
-prompts of all the dataset's classes as the text set; maps are resized to the image and min-max
-normalised; metrics are in `eclip.metrics`.
+Protocol (ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046): every class present in an image is
+explained on its own with the prompts of all the dataset's classes as the text set; maps are
+min-max normalised and resized to the image (`eclip.evaluation.maps`, the one path to the class
+maps); metrics are in `eclip.metrics`, fed together by `eclip.evaluation.suite.MetricSuite`.
 """
 from eclip.errors import EvaluationError
 from eclip.evaluation.config import DEFAULT_TEMPLATES, EvalConfig

@@ -1,12 +1,15 @@
-"""What one evaluation run is: dataset, maps to score, and the protocol's options (ECLIP.md section 4)."""
+"""What one evaluation run is: dataset, maps to score, and the protocol's options (the protocol of ECLIP,
+Li, Wang, Duan, Li 2022, arXiv 2209.07046; `eclip.evaluation.maps`)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eclip.errors import EvaluationError
 from eclip.methods.scoring import TARGETS
+from eclip.metrics.faithfulness import BASELINES
 
 #: Prompt templates per dataset: CLIP's 80 ImageNet templates for the photo datasets (Radford et al.
 #: 2021, arXiv 2103.00020, the "standard template ensemble"); the synthetic scenes use the single
@@ -21,7 +24,7 @@ SCORES = tuple(TARGETS)
 TASKS = ("classes", "phrases")
 
 
-def _divides_one(step: float) -> bool:
+def divides_one(step: float) -> bool:
     """True when the IoU threshold grid 0, step, ..., 1 exists (`eclip.metrics.localization.threshold_grid`)."""
     from eclip.metrics.localization import threshold_grid
 
@@ -39,13 +42,14 @@ class EvalConfig:
     """One evaluation: every model x every method (and optionally a folder of maps) on one dataset.
 
     Attributes:
-        dataset, root: the dataset name (`eclip.data.registry.DATASETS`) and its folder.
+        dataset, root: the dataset name (`eclip.data.registry.DATASETS`) and its folder (None for
+            samples held in memory, handed to `Evaluation` as its `dataset`).
         models: model names or folders (`eclip.models.loading.load_model`); may be empty with `maps_dir`.
         methods: explanation methods (`eclip methods`), each run on every model.
         maps_dir: a folder of `<image_id>.npz` maps made by any tool, scored as one more "model".
         pretrained: open_clip tag or checkpoint for open_clip model names.
         limit: evaluate only the first `limit` images of the dataset.
-        templates: prompt template set or template; None picks `DEFAULT_TEMPLATES[dataset]`.
+        templates: prompt template set, template or list of templates; None picks `DEFAULT_TEMPLATES[dataset]`.
         batch_size: images per forward pass.
         device: torch device of the models.
         threshold_step: step of the IoU threshold grid 0..1.
@@ -61,13 +65,13 @@ class EvalConfig:
     """
 
     dataset: str
-    root: Path
+    root: Path | None
     models: list[str] = field(default_factory=lambda: ["synth-vit"])
     methods: list[str] = field(default_factory=lambda: ["itsm"])
     maps_dir: Path | None = None
     pretrained: str | None = None
     limit: int | None = None
-    templates: str | None = None
+    templates: str | Sequence[str] | None = None
     batch_size: int = 16
     device: str = "cpu"
     threshold_step: float = 0.05
@@ -81,34 +85,33 @@ class EvalConfig:
     task: str = "classes"
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = None if self.root is None else Path(self.root)
         self.maps_dir = None if self.maps_dir is None else Path(self.maps_dir)
         problems = []
         if not self.models and self.maps_dir is None:
-            problems.append("nothing to evaluate: give --model (with --method) or --maps DIR")
+            problems.append("nothing to evaluate: give models (with methods) or a maps_dir")
         if self.models and not self.methods:
-            problems.append("no --method given for the models")
-        if self.batch_size < 1 or self.perturbation_batch < 1 or self.checkpoint_every < 1:
-            problems.append("--batch-size, --perturbation-batch and --checkpoint-every must be >= 1")
+            problems.append("models given without a method to explain them with")
+        for name in ("batch_size", "perturbation_batch", "checkpoint_every", "deletion_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.limit is not None and self.limit < 0:
-            problems.append(f"--limit {self.limit} must be >= 0")
-        if self.deletion_steps < 1:
-            problems.append(f"--deletion-steps {self.deletion_steps} must be >= 1")
-        if self.perturbation_baseline not in ("blur", "mean"):
-            problems.append(f"--perturbation-baseline {self.perturbation_baseline!r} must be blur or mean")
+            problems.append(f"limit={self.limit} must be >= 0")
+        if self.perturbation_baseline not in BASELINES:
+            problems.append(f"perturbation_baseline={self.perturbation_baseline!r} must be one of {', '.join(BASELINES)}")
         if self.perturbation_score not in SCORES:
-            problems.append(f"--perturbation-score {self.perturbation_score!r} must be one of {', '.join(SCORES)}")
-        if not _divides_one(self.threshold_step):
-            problems.append(f"--threshold-step {self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
+            problems.append(f"perturbation_score={self.perturbation_score!r} must be one of {', '.join(SCORES)}")
+        if not divides_one(self.threshold_step):
+            problems.append(f"threshold_step={self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
         if self.pointing_tolerance < 0:
-            problems.append(f"--pointing-tolerance {self.pointing_tolerance} must be >= 0")
+            problems.append(f"pointing_tolerance={self.pointing_tolerance} must be >= 0")
         if self.task not in TASKS:
-            problems.append(f"--task {self.task!r} must be one of {', '.join(TASKS)}")
+            problems.append(f"task={self.task!r} must be one of {', '.join(TASKS)}")
         if problems:
             raise EvaluationError("; ".join(problems))
 
     @property
-    def template_set(self) -> str:
+    def template_set(self) -> str | Sequence[str]:
         """The templates actually used: the option, or the dataset's default (phrases: verbatim, "{}")."""
         if self.templates:
             return self.templates
@@ -118,6 +121,7 @@ class EvalConfig:
         """What must not change between an interrupted run and its resumption (batch sizes may)."""
         skip = {"batch_size", "perturbation_batch", "checkpoint_every", "device"}
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-        out.update(root=str(self.root.resolve()), maps_dir=None if self.maps_dir is None else str(self.maps_dir.resolve()),
+        out.update(root=None if self.root is None else str(self.root.resolve()),
+                   maps_dir=None if self.maps_dir is None else str(self.maps_dir.resolve()),
                    templates=self.template_set, n_images=n_images, world=world, rank=rank)
         return out

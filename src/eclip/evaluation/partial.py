@@ -2,9 +2,9 @@
 
 An evaluation of a large dataset can be killed at any time; what it has measured so far is in
 `OUT.partial.json` (one file per rank under `torchrun`), written every few batches under a
-temporary name and renamed, so the file on disk is always a complete earlier state. `--resume`
-reloads it and continues after the last image it counts, provided the run is the same one (the
-fingerprint: dataset, options, models, methods, shard).
+temporary name and renamed, so the file on disk is always a complete earlier state. Resuming
+(`eclip evaluate --resume`) reloads it and continues after the last image it counts, provided
+the run is the same one (the fingerprint: dataset, options, models, methods, shard).
 """
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ def load_partial(path: Path, fingerprint: dict) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise EvaluationError(f"{path}: unreadable partial results ({err}); delete it or run without --resume") from err
+        raise EvaluationError(f"{path}: unreadable partial results ({err}); delete it, or start over instead of resuming") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise EvaluationError(f"{path}: not an eclip partial-results file; delete it or run without --resume")
+        raise EvaluationError(f"{path}: not an eclip partial-results file; delete it, or start over instead of resuming")
     saved = data.get("fingerprint", {})
     differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} then, {fingerprint.get(k)!r} now" for k in differ[:4])
         raise EvaluationError(f"{path}: was written by a different evaluation ({detail}); "
-                              "rerun with the same options, or without --resume to start over")
+                              "rerun with the same options, or start over instead of resuming")
     return data.get("sources", {})

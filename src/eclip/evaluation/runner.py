@@ -12,52 +12,43 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from eclip.batching import batched
+from eclip.data.sample import Sample
 from eclip.distributed import world
 from eclip.errors import EclipError, EvaluationError
 from eclip.evaluation.config import EvalConfig
+from eclip.evaluation.maps import Prepared, prepare
 from eclip.evaluation.partial import load_partial, save_partial
-from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Prepared, Source
+from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Source
 from eclip.evaluation.suite import MetricSuite
 
 logger = logging.getLogger(__name__)
 
 
-def prepare(sample, classnames: list[str]) -> Prepared | str:
-    """Check one sample and make its tensors; a string says why it cannot be evaluated (a counted skip)."""
-    lookup = {c: i for i, c in enumerate(classnames)}
-    unknown = [c for c in sample.masks if c not in lookup]
-    if unknown:
-        return f"class {unknown[0]!r} is not one of the dataset's {len(classnames)} classes"
-    if not sample.masks:
-        return "no class present"
-    size = sample.size
-    bad = [c for c, m in sample.masks.items() if np.shape(m) != size]
-    if bad:
-        return f"mask of {bad[0]!r} has shape {np.shape(sample.masks[bad[0]])}, the image is {size}"
-    if sample.ignore is not None and np.shape(sample.ignore) != size:
-        return f"ignore mask has shape {np.shape(sample.ignore)}, the image is {size}"
-    classes = list(sample.masks)
-    masks = np.stack([np.asarray(sample.masks[c], dtype=bool) for c in classes])
-    ignore = None if sample.ignore is None else np.asarray(sample.ignore, dtype=bool)
-    valid = ~ignore if ignore is not None else np.ones(size, dtype=bool)
-    defined = [bool((m & valid).any() and (~m & valid).any()) for m in masks]  # as metrics.base.defined_pairs
-    return Prepared(sample.image_id, sample.image, [lookup[c] for c in classes], classes, torch.from_numpy(masks),
-                    None if ignore is None else torch.from_numpy(ignore), defined)
+class SampleList:
+    """Samples already in memory (e.g. held-out scenes drawn on the fly) read as the runner reads a dataset."""
+
+    def __init__(self, samples: Sequence[Sample], classnames: Sequence[str], name: str) -> None:
+        self.samples, self.classnames, self.name = list(samples), list(classnames), name
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
 
 
 def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> Iterator[tuple[list[Prepared], list[str], int]]:
-    """(prepared samples, skip reasons, images consumed) per batch of `size` dataset indices."""
+    """(prepared samples, skip reasons, images consumed) per batch of `size` dataset indices: the one place the
+    evaluation reads its dataset."""
     from eclip.data.registry import SkippedImage
 
-    for start in range(0, len(indices), size):
+    for chunk in batched(indices, size):
         batch, skips = [], []
-        for index in indices[start : start + size]:
+        for index in chunk:
             try:
                 sample = dataset[index]
             except SkippedImage as err:
@@ -71,7 +62,18 @@ def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> I
                 skips.append(f"{sample.image_id}: {prepared}")
             else:
                 batch.append(prepared)
-        yield batch, skips, len(indices[start : start + size])
+        yield batch, skips, len(chunk)
+
+
+def open_task_dataset(config: EvalConfig):
+    """The dataset `config` names, as its task reads it: class masks, or (phrases) instance masks named by phrases."""
+    if config.task == "phrases":
+        from eclip.data.phrases import open_phrases
+
+        return open_phrases(config.dataset, config.root, limit=config.limit)
+    from eclip.data.registry import open_dataset
+
+    return open_dataset(config.dataset, config.root, limit=config.limit)
 
 
 class Evaluation:
@@ -82,29 +84,28 @@ class Evaluation:
         partial: the partial-results file of this rank (None: no checkpoints).
         resume: continue from `partial` if it exists.
         progress: show a progress bar on stderr (rank 0 only).
+        dataset: the samples to read instead of opening `config.dataset` at `config.root` (e.g. a
+            `SampleList`): anything with `classnames`, `name`, `len` and indexing.
+        sources: the map makers instead of those `config` names (e.g. a `ModelSource` of a model
+            already loaded).
     """
 
-    def __init__(self, config: EvalConfig, partial: Path | None = None, resume: bool = False, progress: bool = True) -> None:
-        from eclip.data.registry import open_dataset
-
+    def __init__(self, config: EvalConfig, partial: Path | None = None, resume: bool = False, progress: bool = True, *,
+                 dataset=None, sources: Sequence[Source] | None = None) -> None:
         self.config = config
         self.rank, self.world = world()
         if config.maps_dir is not None and not config.maps_dir.is_dir():
-            raise EvaluationError(f"{config.maps_dir}: no such folder of maps; pass --maps DIR with DIR/<image_id>.npz files")
-        if config.task == "phrases":
-            from eclip.data.phrases import open_phrases
-
-            self.dataset = open_phrases(config.dataset, config.root, limit=config.limit)
-        else:
-            self.dataset = open_dataset(config.dataset, config.root, limit=config.limit)
+            raise EvaluationError(f"{config.maps_dir}: no such folder of maps; give a folder of <image_id>.npz files")
+        self.dataset = open_task_dataset(config) if dataset is None else dataset
         self.classnames = list(self.dataset.classnames)
         self.indices = list(range(self.rank, len(self.dataset), self.world))
         self.partial, self.progress = partial, progress and self.rank == 0
         self.fingerprint = json.loads(json.dumps(config.fingerprint(len(self.dataset), self.world, self.rank), default=str))
         self.saved = load_partial(partial, self.fingerprint) if (resume and partial is not None) else {}
-        self.sources: list[Source] = [ModelSource(m, config, self.classnames) for m in config.models]
-        if config.maps_dir is not None:
-            self.sources.append(FolderSource(config.maps_dir))
+        if sources is None:
+            sources = [ModelSource(m, config, self.classnames) for m in config.models]
+            sources += [FolderSource(config.maps_dir)] if config.maps_dir is not None else []
+        self.sources: list[Source] = list(sources)
 
     def new_suite(self, source: Source) -> MetricSuite:
         perturbation = self.config.perturbation and isinstance(source, ModelSource)
@@ -206,7 +207,7 @@ class Evaluation:
             "perturbation_baseline": c.perturbation_baseline if perturbation else None,
             "perturbation_score": c.perturbation_score if perturbation else None,
             "limit": c.limit,
-            "root": str(c.root),
+            "root": None if c.root is None else str(c.root),
             "world_size": self.world,
             "seconds": round(entry["seconds"], 3),
             "skipped_examples": entry["skip_examples"],

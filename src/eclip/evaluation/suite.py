@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -9,6 +10,9 @@ from eclip.metrics.base import Metric, keep_defined, pair_tensors
 from eclip.metrics.faithfulness import Deletion, Insertion
 from eclip.metrics.localization import PointingGame, ThresholdIoU, threshold_grid
 from eclip.metrics.semantic_shift import ScoreContrast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eclip.evaluation.maps import ClassMaps
 
 
 class Counts(Metric):
@@ -30,9 +34,11 @@ class Counts(Metric):
 class MetricSuite:
     """fg IoU / binary mIoU, mSC / inverted rate, pointing game, and optionally deletion / insertion AUC.
 
-    `update_pairs` takes the (image, class) pairs of one image; `update_curves` the perturbation
-    curves of a batch. The whole state is a dict of metric states (`to_json` / `load_json`), and
-    `all_reduce` sums it over `torch.distributed` ranks.
+    The one metric suite of eclip: `eclip evaluate`, `eclip shift` and `eclip demo` score their
+    maps with it. `update_class_maps` takes the maps of a batch (`eclip.evaluation.maps.class_maps`),
+    `update_pairs` any (image, class) pairs; `update_curves` the perturbation curves of a batch.
+    The whole state is a dict of metric states (`to_json` / `load_json`), and `all_reduce` sums
+    it over `torch.distributed` ranks.
     """
 
     def __init__(self, threshold_step: float = 0.05, pointing_tolerance: int = 0, deletion_steps: int | None = 10) -> None:
@@ -50,8 +56,13 @@ class MetricSuite:
     def counts(self) -> Counts:
         return self.metrics["counts"]
 
+    def update_class_maps(self, maps: ClassMaps) -> None:
+        """Every present-class pair of a batch's class maps."""
+        for pairs in maps.pairs():
+            self.update_pairs(*pairs)
+
     def update_pairs(self, maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None) -> None:
-        """One image's pairs: maps (P, H, W) in [0, 1], masks (P, H, W) bool, ignore (H, W) bool or None."""
+        """Pairs of the same size: maps (P, H, W) in [0, 1], masks (P, H, W) bool, ignore (H, W) or (P, H, W) bool or None."""
         pairs = keep_defined(*pair_tensors(maps, masks, ignore))  # checked once for the three
         for key in ("iou", "contrast", "pointing"):
             self.metrics[key].update_defined(*pairs)

@@ -1,10 +1,9 @@
 """Zero-shot classification accuracy, CLIP's own test (Radford et al. 2021, arXiv 2103.00020).
 
 Each image is classified by the cosine of the model's pooled image embedding with one prompt
-(ensemble) per class name. With several objects per image, top-1 counts as correct when the
-predicted class is among the classes present (the multi-label reading used for scene images);
-`top1_single` restricts to images with exactly one class present, the strict reading.
-Direction: higher is better. ECLIP's fine-tuning must not lower it (ECLIP.md section 3).
+(ensemble) per class name; `eclip.metrics.ZeroShotAccuracy` counts the hits (multi-label top-1,
+and the strict reading on images with one class present). ECLIP's fine-tuning must not lower it
+(Li, Wang, Duan, Li 2022, arXiv 2209.07046, section 3).
 """
 from __future__ import annotations
 
@@ -13,8 +12,10 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from eclip.batching import batched
 from eclip.data.sample import Sample
-from eclip.prompts import encode_prompts
+from eclip.evaluation.maps import class_text_features
+from eclip.metrics.zero_shot import ZeroShotAccuracy
 
 
 @torch.no_grad()
@@ -24,29 +25,19 @@ def zero_shot_accuracy(
     classnames: Sequence[str],
     templates: str | Sequence[str] | None = "single",
     batch_size: int = 64,
+    *,
+    text: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Top-1 accuracy of `model` on `samples` over `classnames`: {top1, top1_single, n, n_single}."""
-    text = encode_prompts(model, list(classnames), templates)
-    hits = hits_single = n = n_single = 0
-    batch: list[Sample] = []
+    """Top-1 accuracy of `model` on `samples` over `classnames`: {top1, top1_single, n, n_single}.
 
-    def flush() -> None:
-        nonlocal hits, hits_single, n, n_single
+    `text`: the (K, D) class prompt embeddings when the caller has them already (the ones its
+    maps were made with); otherwise `templates` are encoded here.
+    """
+    text = class_text_features(model, classnames, templates) if text is None else text
+    lookup = {name: k for k, name in enumerate(classnames)}
+    accuracy = ZeroShotAccuracy()
+    for batch in batched(samples, batch_size):
         images = model.preprocess([s.image for s in batch])
-        predicted = (F.normalize(model.encode_image(images).float(), dim=-1) @ text.T).argmax(dim=-1)
-        for sample, index in zip(batch, predicted.tolist()):
-            hit = classnames[index] in sample.masks
-            hits += hit
-            n += 1
-            if len(sample.masks) == 1:
-                hits_single += hit
-                n_single += 1
-
-    for sample in samples:
-        batch.append(sample)
-        if len(batch) == batch_size:
-            flush()
-            batch = []
-    if batch:
-        flush()
-    return {"top1": hits / max(1, n), "top1_single": hits_single / max(1, n_single), "n": n, "n_single": n_single}
+        predicted = (F.normalize(model.encode_image(images).float(), dim=-1) @ text.T.to(images.device)).argmax(dim=-1)
+        accuracy.update(predicted.tolist(), [{lookup.get(c, -1) for c in s.masks} for s in batch])
+    return accuracy.compute()

@@ -1,21 +1,36 @@
-"""Imports every built-in method module so that each registers itself; the order is the listing order."""
-# ruff: noqa: F401, I001  (the import order is the listing order, not alphabetical)
-from eclip.methods import itsm
-from eclip.methods import itsm_specific
-from eclip.methods import free_attention
-from eclip.methods import gradcam
-from eclip.methods import chefer
-from eclip.methods import rollout
-from eclip.methods import rise
-from eclip.methods import maskclip
-from eclip.methods import surgery
-from eclip.methods import sclip
-from eclip.methods import clearclip
-from eclip.methods import naclip
-from eclip.methods import gem
-from eclip.methods import grad_eclip
-from eclip.methods import legrad
-from eclip.methods import decomposition
-from eclip.methods import interactions
-from eclip.methods import phrase
-from eclip.methods import cliptrase
+"""The built-in methods, in the order `eclip methods` and the web demo list them.
+
+Importing this module registers every built-in method (each module's `@register`); the listing
+order is `ORDER`, not the order of the imports. ECLIP's own map first, then the training-free
+baselines by family, then the related work.
+"""
+# ruff: noqa: F401  (imported for their registration)
+from eclip.methods import (
+    chefer,
+    clearclip,
+    cliptrase,
+    decomposition,
+    free_attention,
+    gem,
+    grad_eclip,
+    gradcam,
+    interactions,
+    itsm,
+    itsm_specific,
+    legrad,
+    maskclip,
+    naclip,
+    phrase,
+    rise,
+    rollout,
+    sclip,
+    surgery,
+)
+
+ORDER = (
+    "itsm", "itsm_specific", "free_attention",
+    "gradcam", "chefer", "rollout", "rise",
+    "maskclip", "surgery", "sclip", "clearclip", "naclip", "gem",
+    "grad_eclip", "legrad",
+    "decomposition", "interactions", "phrase", "cliptrase",
+)

@@ -50,11 +50,9 @@ class Chefer(GradientMethod):
     paper = "Chefer, Gur, Wolf 2021 (generic attention explainability), arXiv 2103.15679"
     archs = frozenset({"vit"})
 
-    def __init__(self, start_layer: int = -1, target: str = "logit", text_batch: int | None = None, vmap: bool = True) -> None:
-        """`start_layer`: first block that contributes (-1 = the last only, the authors' notebook; 0 = all,
-        as in the paper); see `GradientMethod` for the rest."""
-        super().__init__(target, text_batch, vmap)
-        self.start_layer = start_layer
+    start_layer: int = -1  # first block that contributes (-1: the last only, the authors' notebook; 0: all, the paper)
+    target: str = "logit"  # the notebook's logits_per_image
+    vmap: bool = True
 
     def prepare(self, model, images):
         with torch.no_grad():

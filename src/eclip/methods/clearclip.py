@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
-from eclip.methods.vit_paths import last_block_dense, self_attention
+from eclip.methods.base import register
+from eclip.methods.dense import LastBlockMethod
+from eclip.methods.vit_paths import self_attention
 
 
 def query_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -21,20 +21,14 @@ def query_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
 
 
 @register
-class ClearCLIP(Method):
+class ClearCLIP(LastBlockMethod):
     """Last block reduced to its q-q attention output (no residual, no FFN); cosine with texts."""
 
     name = "clearclip"
     paper = "ClearCLIP: Lan et al. 2024, arXiv 2407.12442"
-    archs = frozenset({"vit"})
 
-    def __init__(self, residual: bool = False, ffn: bool = False) -> None:
-        self.residual = residual
-        self.ffn = ffn
+    residual: bool = False
+    ffn: bool = False
 
-    def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, h, w, D)."""
-        return last_block_dense(model, images, query_query_attention, residual=self.residual, ffn=self.ffn)
-
-    def raw_maps(self, model, images, text_features):
-        return similarity_map(self.dense(model, images), text_features)
+    def attention(self, model, images):
+        return query_query_attention

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from eclip.errors import MethodError
 from eclip.methods.base import Method, register
 from eclip.methods.clustering import dbscan, median_filter
-from eclip.methods.itsm import similarity_map
+from eclip.methods.dense import similarity_map
 from eclip.methods.vit_paths import block_with_attention, dense_from_tokens, self_attention, tokens_before
 
 #: DBSCAN (eps, min_samples) of the authors' script: 224 px (14 x 14 patches) and 336 px inputs.
@@ -98,12 +98,9 @@ class CLIPtrase(Method):
     paper = "CLIPtrase: Shao, Tian, Zhao, Su 2024, arXiv 2407.08268"
     archs = frozenset({"vit"})
 
-    def __init__(self, cluster: bool = True, eps: float | None = None, min_samples: int | None = None) -> None:
-        """`cluster`: the clustering and denoising step (on in the authors' script); `eps`,
-        `min_samples`: DBSCAN's, None for the authors' setting for the grid size."""
-        self.cluster = cluster
-        self.eps = eps
-        self.min_samples = min_samples
+    cluster: bool = True  # the clustering and denoising step (on in the authors' script)
+    eps: float | None = None  # DBSCAN's; None: the authors' setting for the grid size
+    min_samples: int | None = None  # likewise
 
     def features(self, model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> dense features (B, h, w, D) and the recalibrated correlation (B, hw, hw)."""

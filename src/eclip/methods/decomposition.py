@@ -25,15 +25,19 @@ authors subtract each location's mean over the texts, so a map shows what is spe
 text; that is `center=True` (the default; with a single text there is nothing to subtract). The
 authors' segmentation also clips negative values before min-max normalisation; eclip normalises
 every method's map the same way (min-max only). One forward for any number of texts; ViT only.
+The terms of each image's cosines travel with its maps (`Maps.extra["decomposition"]`,
+`ScoreDecomposition`): what `eclip decompose` writes as tables.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from eclip.errors import MethodError
-from eclip.methods.base import Method, register
+from eclip.methods.base import ImageExtra, Method, register
 from eclip.methods.scoring import has_native_pooling
 from eclip.methods.vit_paths import uses_class_token
 from eclip.models.vit import ViTAdapter, attention_probs, merge_heads
@@ -78,6 +82,50 @@ class Decomposition:
         per_location = self.heads[:, -depth:, 1:].sum(dim=(1, 3))  # (B, hw, D)
         scores = per_location @ text.to(per_location).T  # (B, hw, K)
         return scores.transpose(1, 2).reshape(scores.shape[0], -1, *self.grid)
+
+
+@dataclass
+class ScoreDecomposition(ImageExtra):
+    """One image's cosines with K texts, split: embed (K,), mlps (L, K), heads (L, H, K), spatial (K, h, w).
+
+    The terms add up to `cosine` (K,), in the order of the texts explained. `spatial` is each
+    location's contribution over all layers and heads (not centred over texts), whatever the
+    method's options.
+    """
+
+    cosine: np.ndarray
+    embed: np.ndarray
+    mlps: np.ndarray
+    heads: np.ndarray
+    spatial: np.ndarray
+
+    def rows(self, texts: list[str]) -> list[dict]:
+        """One row per (text, term): the embedding, each layer's MLP and each (layer, head); `texts` name the K texts."""
+        out = []
+        for k, text in enumerate(texts):
+            out.append({"text": text, "layer": "", "term": "embedding", "head": "", "contribution": float(self.embed[k])})
+            for layer in range(self.mlps.shape[0]):
+                out.append({"text": text, "layer": layer, "term": "mlp", "head": "", "contribution": float(self.mlps[layer, k])})
+                for head in range(self.heads.shape[1]):
+                    out.append({"text": text, "layer": layer, "term": "attention", "head": head,
+                                "contribution": float(self.heads[layer, head, k])})
+        return out
+
+    def record(self) -> dict:
+        """The cosines and their terms, each a list in the order of the texts: embedding, per layer the
+        MLP's, per layer and head the attention's."""
+        return {"cosine": self.cosine.tolist(), "embedding": self.embed.tolist(),
+                "mlps": self.mlps.T.tolist(), "heads": np.moveaxis(self.heads, -1, 0).tolist()}
+
+
+def score_terms(parts: Decomposition, text_features: torch.Tensor) -> list[ScoreDecomposition]:
+    """The decomposition of B images and (K, D) normalised texts -> one `ScoreDecomposition` per image."""
+    scores = parts.layer_scores(text_features)
+    spatial = parts.spatial(text_features)
+    cosine = F.normalize(parts.total, dim=-1) @ text_features.to(parts.total).T
+    return [ScoreDecomposition(cosine[b].cpu().numpy(), scores["embed"][b].cpu().numpy(),
+                               scores["mlps"][b].cpu().numpy(), scores["heads"][b].cpu().numpy(), spatial[b].cpu().numpy())
+            for b in range(len(cosine))]
 
 
 def linear_pooling(model: ViTAdapter) -> str | None:
@@ -193,14 +241,16 @@ class DecompositionMap(Method):
             return nonlinear_pooling_reason(model)
         return reason
 
-    def __init__(self, layers: int | None = None, center: bool = True) -> None:
-        """`layers`: sum the heads of the last `layers` layers (None: all, as the authors' code);
-        `center`: subtract each location's mean over the texts (the authors' code; K > 1 only)."""
-        self.layers = layers
-        self.center = center
+    layers: int | None = None  # sum the heads of the last `layers` layers (None: all, as the authors' code)
+    center: bool = True  # subtract each location's mean over the texts (the authors' code; K > 1 only)
 
     def raw_maps(self, model, images, text_features):
-        maps = decompose(model, images).spatial(text_features, self.layers)
+        return self.raw_maps_and_extra(model, images, text_features)[0]
+
+    def raw_maps_and_extra(self, model, images, text_features):
+        """The maps (B, K, h, w) and, per image, the terms of its cosines (`ScoreDecomposition`)."""
+        parts = decompose(model, images)
+        maps = parts.spatial(text_features, self.layers)
         if self.center and maps.shape[1] > 1:
             maps = maps - maps.mean(dim=1, keepdim=True)
-        return maps
+        return maps, {"decomposition": score_terms(parts, text_features)}

@@ -18,10 +18,13 @@ class FreeAttention(Method):
     name = "free_attention"
     paper = "free attention of ECLIP: Li et al. 2022, arXiv 2209.07046 (v2); rollout: Abnar & Zuidema 2020, arXiv 2005.00928"
 
-    def __init__(self, source: str = "cls_attention") -> None:
-        if source not in SOURCES:
-            raise MethodError(f"unknown free-attention source '{source}'; use one of {', '.join(SOURCES)}")
-        self.source = source
+    uses_text = False
+
+    source: str = "cls_attention"  # one of `eclip.models.free_attention.SOURCES`
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise MethodError(f"unknown free-attention source '{self.source}'; use one of {', '.join(SOURCES)}")
 
     def raw_maps(self, model, images, text_features):
         weights = attention_weights(model, images, self.source)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
+from eclip.methods.base import register
+from eclip.methods.dense import DenseMethod
 from eclip.methods.vit_paths import dense_from_tokens, dual_path_tokens
 
 
@@ -37,22 +37,18 @@ def self_self_attention(
 
 
 @register
-class GEM(Method):
+class GEM(DenseMethod):
     """Self-self attention (q-q, k-k, v-v, iterated) on a parallel path over the last ViT blocks."""
 
     name = "gem"
     paper = "GEM (Grounding Everything): Bousselham et al. 2024, arXiv 2312.00878"
     archs = frozenset({"vit"})
 
-    def __init__(self, depth: int = 6, iterations: int = 1, temperature: float | None = None) -> None:
-        """`depth`: blocks on the parallel path; `temperature`: fixed inverse temperature (None = adaptive)."""
-        self.depth = depth
-        self.iterations = iterations
-        self.temperature = temperature
+    depth: int = 6  # blocks on the parallel path
+    iterations: int = 1
+    temperature: float | None = None  # a fixed inverse temperature (None: adaptive, the authors')
 
     def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, h, w, D)."""
-
         def ss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_normed: torch.Tensor) -> torch.Tensor:
             if self.temperature is None:
                 inv_temp = x_normed.norm(dim=-1).mean(dim=-1).view(-1, 1, 1, 1) * q.shape[-1] ** -0.5
@@ -61,6 +57,3 @@ class GEM(Method):
             return self_self_attention(q, k, v, inv_temp, self.iterations)
 
         return dense_from_tokens(model, dual_path_tokens(model, images, self.depth, ss), images)
-
-    def raw_maps(self, model, images, text_features):
-        return similarity_map(self.dense(model, images), text_features)

@@ -62,13 +62,8 @@ class GradECLIP(GradientMethod):
     name = "grad_eclip"
     paper = "Grad-ECLIP: Zhao et al. 2024 (ICML), arXiv 2502.18816"
 
-    def __init__(self, layers: int = 1, heads: int | None = 1, target: str = "cosine", text_batch: int | None = None,
-                 vmap: bool = False) -> None:
-        """`layers`: how many last ViT blocks to sum over (1 in the paper); `heads`: heads of the recomputed
-        explained attention (1 as the authors' code; None: the model's own); see `GradientMethod` for the rest."""
-        super().__init__(target, text_batch, vmap)
-        self.layers = layers
-        self.heads = heads
+    layers: int = 1  # how many last ViT blocks to sum over (1 in the paper)
+    heads: int | None = 1  # heads of the recomputed explained attention (1: the authors' code; None: the model's own)
 
     # ------------------------------------------------------------------ both archs
     def relevance(self, model, prepared, values, grads, saved):

@@ -32,10 +32,7 @@ class GradCAM(GradientMethod):
     name = "gradcam"
     paper = "Grad-CAM: Selvaraju et al. 2017, arXiv 1610.02391"
 
-    def __init__(self, layer: int = -1, target: str = "cosine", text_batch: int | None = None, vmap: bool = False) -> None:
-        """`layer`: ViT block whose input tokens are explained (-1 = last); see `GradientMethod` for the rest."""
-        super().__init__(target, text_batch, vmap)
-        self.layer = layer
+    layer: int = -1  # ViT block whose input tokens are explained (-1: the last)
 
     def prepare(self, model, images):
         """The explained features: the ResNet's last stage (B, C, h, w), or the tokens entering the ViT block (B, T, C)."""

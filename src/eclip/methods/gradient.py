@@ -46,7 +46,7 @@ class Pass:
 class GradientMethod(Method):
     """A method whose map is made from gradients of a target score, K texts at a time.
 
-    Args:
+    Options (a subclass declares only the options it adds and the defaults it changes):
         target: the explained score of each (image, text) pair, a name of `scoring.TARGETS`.
         text_batch: texts per backward (None: all at once); bounds the replicated memory.
         vmap: vectorised backward instead of the replicated batch (same maps).
@@ -54,10 +54,12 @@ class GradientMethod(Method):
 
     needs_grad = True
 
-    def __init__(self, target: str = "cosine", text_batch: int | None = None, vmap: bool = False) -> None:
-        self.target = check_target(target)
-        self.text_batch = text_batch
-        self.vmap = vmap
+    target: str = "cosine"
+    text_batch: int | None = None
+    vmap: bool = False
+
+    def __post_init__(self) -> None:
+        check_target(self.target)
 
     @abstractmethod
     def prepare(self, model, images: torch.Tensor) -> Any:

@@ -24,19 +24,22 @@ spans by hand). Cost: per image, D backward passes through the last image block 
 chunks of `chunk` embedding dimensions), per text the same through the last text block; the
 pairs then cost one matrix product each. The method is handed texts as embeddings (K, D), so it
 recovers each caption from the model's text cache (`DenseCLIP.cached_text`): a verbatim text or a
-single-template prompt works, a prompt ensemble has no single caption and is refused.
+single-template prompt works, a prompt ensemble has no single caption and is refused. The
+per-token interactions of each image travel with its maps (`Maps.extra["interactions"]`,
+`ImageInteractions`): what `eclip explain` writes besides the maps.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from eclip.errors import MethodError
-from eclip.methods.base import Method, register
+from eclip.methods.base import ImageExtra, Method, register
 from eclip.methods.scoring import pooled_output
 from eclip.methods.vit_paths import pooled_after, tokens_before
 
@@ -87,6 +90,44 @@ class Interactions:
         words = [w for w in self.words if w.content] or self.words
         rows = [i for w in words for i in range(w.tokens.start, w.tokens.stop)]
         return self.matrix[:, rows].sum(dim=1)
+
+    def for_image(self, b: int) -> Interactions:
+        """The same caption's interactions with image `b` alone (matrix (1, S, h, w))."""
+        return Interactions(self.text, self.matrix[b : b + 1], self.tokens, self.words)
+
+
+@dataclass
+class ImageInteractions(ImageExtra):
+    """One image's interactions with each of the K captions: the extra output `Maps.extra["interactions"]`.
+
+    array: (K, S, h, w) float32, for each caption one map per token position (BOS, the tokens,
+    EOS; shorter captions padded with zeros); record: per caption its tokens and its content words
+    with their token rows; panels: one map per content word of each caption (a word's map sums its
+    tokens' rows).
+    """
+
+    captions: list[Interactions]
+
+    def array(self) -> np.ndarray:
+        longest = max(len(c.tokens) for c in self.captions)
+        matrix = torch.zeros(len(self.captions), longest, *self.captions[0].matrix.shape[-2:])
+        for k, caption in enumerate(self.captions):
+            matrix[k, : len(caption.tokens)] = caption.matrix[0].float().cpu()
+        return matrix.numpy()
+
+    def record(self) -> dict:
+        return {c.text: {"tokens": c.tokens.tolist(),
+                         "words": [{"word": w.text, "rows": [w.tokens.start, w.tokens.stop], "content": w.content}
+                                   for w in c.words if w.content]}
+                for c in self.captions}
+
+    def panels(self) -> tuple[list[str], torch.Tensor]:
+        titles, maps = [], []
+        for caption in self.captions:
+            words, word_maps = caption.word_maps()
+            titles += [f"{word}\n({caption.text[:30]})" for word in words]
+            maps.append(word_maps[0].float().cpu())
+        return titles, torch.cat(maps)
 
 
 def steps_alphas(steps: int) -> torch.Tensor:
@@ -173,14 +214,14 @@ def text_jacobian(model, text: str, steps: int, layer: int, chunk: int) -> tuple
         return hidden
 
     with torch.no_grad(), hooked_input(block, capture):
-        model._encode_tokens(batch)
+        model.encode_tokens(batch)
     x, r = captured["hidden"][0], captured["hidden"][1]
     first = captured["first"]
 
     def tail(hidden: torch.Tensor) -> torch.Tensor:  # (N, S, C) -> (N, D)
         state = hidden if first else hidden.transpose(0, 1)
         with hooked_input(block, lambda _: state):
-            return model._encode_tokens(tokens[None].expand(len(hidden), -1))
+            return model.encode_tokens(tokens[None].expand(len(hidden), -1))
 
     jac, emb = integrated_jacobian(tail, x, r, steps, positions=[0], chunk=chunk)
     return jac[:, : eos + 1], tokens[: eos + 1], emb.norm()
@@ -245,12 +286,9 @@ class InteractionMap(Method):
     paper = "Second-order interactions: Möller, Tilli, Vu, Padó 2025 (TMLR), arXiv 2408.14153"
     needs_grad = True
 
-    def __init__(self, steps: int = 10, chunk: int = 32) -> None:
-        """`steps`: interpolation steps N (10 in the authors' code); `chunk`: embedding dims per batched backward."""
-        self.steps = steps
-        self.chunk = chunk
-        self.last: list[Interactions] = []  # the last call's per-token interactions, one per text (for `eclip explain`)
-        self.text_cache: dict = {}  # each caption's text side, computed once per model
+    steps: int = 10  # interpolation steps N (10 in the authors' code)
+    chunk: int = 32  # embedding dimensions per batched backward
+    text_cache: dict = field(default_factory=dict, init=False, repr=False)  # each caption's text side, once per model
 
     def texts_of(self, model, text_features: torch.Tensor) -> list[str]:
         """The captions behind (K, D) embeddings, from the model's text cache."""
@@ -261,6 +299,10 @@ class InteractionMap(Method):
         return texts
 
     def raw_maps(self, model, images, text_features):
+        return self.raw_maps_and_extra(model, images, text_features)[0]
+
+    def raw_maps_and_extra(self, model, images, text_features):
+        """The text maps (B, K, h, w) and, per image, the per-token interactions (`ImageInteractions`)."""
         results = interactions(model, images, self.texts_of(model, text_features), self.steps, self.chunk, self.text_cache)
-        self.last = results
-        return torch.stack([r.text_map() for r in results], dim=1)
+        per_image = [ImageInteractions([r.for_image(b) for r in results]) for b in range(len(images))]
+        return torch.stack([r.text_map() for r in results], dim=1), {"interactions": per_image}

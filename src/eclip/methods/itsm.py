@@ -9,29 +9,28 @@ logit scale) is our option, off by default.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from eclip.methods.base import Method, register
-
-
-def similarity_map(dense: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, D) dense features, (K, D) normalised texts -> (B, K, h, w) cosine similarities."""
-    dense = F.normalize(dense.float(), dim=-1)
-    return torch.einsum("bhwd,kd->bkhw", dense, text_features.to(dense))
+from eclip.methods.base import register
+from eclip.methods.dense import DenseMethod
 
 
 @register
-class ITSM(Method):
-    """Cosine similarity of each dense location with each text (ECLIP's ITSM)."""
+class ITSM(DenseMethod):
+    """Cosine similarity of each dense location with each text (ECLIP's ITSM).
+
+    `softmax`: the softmax over the K texts of the logit-scaled cosines (ours; off by default).
+    """
 
     name = "itsm"
     paper = "ECLIP / ITSM: Li et al. 2022, arXiv 2209.07046"
 
-    def __init__(self, softmax: bool = False) -> None:
-        self.softmax = softmax
+    softmax: bool = False
+
+    def dense(self, model, images):
+        return model.dense(images)
 
     def raw_maps(self, model, images, text_features):
-        sim = similarity_map(model.dense(images), text_features)
+        sim = super().raw_maps(model, images, text_features)
         if self.softmax:
             sim = torch.softmax(sim * model.logit_scale, dim=1)
         return sim

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
+from eclip.methods.base import register
+from eclip.methods.dense import DenseMethod, similarity_map
+from eclip.methods.surgery import empty_text_embedding
 
 
 def specific_directions(model, text_features: torch.Tensor) -> torch.Tensor:
@@ -22,15 +23,13 @@ def specific_directions(model, text_features: torch.Tensor) -> torch.Tensor:
     The shared part is the mean of the K texts; with one text, CLIP Surgery's prompt ensemble of
     the empty text (`eclip.methods.surgery.empty_text_embedding`).
     """
-    from eclip.methods.surgery import empty_text_embedding  # here, so the listing keeps the catalogue's order
-
     texts = text_features.float()
     shared = texts.mean(dim=0, keepdim=True) if len(texts) > 1 else empty_text_embedding(model).float().to(texts.device)[None]
     return F.normalize(texts - shared, dim=-1)
 
 
 @register
-class SpecificITSM(Method):
+class SpecificITSM(DenseMethod):
     """Cosine of each dense location with each text's class-specific direction (ours).
 
     The same dense features as `itsm` (one forward for any K); each text minus the mean of the
@@ -40,5 +39,8 @@ class SpecificITSM(Method):
     name = "itsm_specific"
     paper = "ITSM (Li et al. 2022, arXiv 2209.07046) along class-specific text directions (ours)"
 
+    def dense(self, model, images):
+        return model.dense(images)
+
     def raw_maps(self, model, images, text_features):
-        return similarity_map(model.dense(images), specific_directions(model, text_features))
+        return similarity_map(self.dense(model, images), specific_directions(model, text_features))

@@ -36,11 +36,7 @@ class LeGrad(GradientMethod):
     paper = "LeGrad: Bousselham et al. 2024, arXiv 2404.03214"
     archs = frozenset({"vit"})
 
-    def __init__(self, layer_index: int = -2, target: str = "cosine", text_batch: int | None = None, vmap: bool = False) -> None:
-        """`layer_index`: first block used (-2 = the last two, the authors' wrapper default; 0 = all);
-        see `GradientMethod` for the rest."""
-        super().__init__(target, text_batch, vmap)
-        self.layer_index = layer_index
+    layer_index: int = -2  # first block used (-2: the last two, the authors' wrapper default; 0: all)
 
     def prepare(self, model, images):
         """Per explained block: (block, its input tokens, its attention probabilities, its values), all without gradient."""

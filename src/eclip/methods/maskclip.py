@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
-from eclip.methods.vit_paths import last_block_dense
+from eclip.methods.base import register
+from eclip.methods.dense import LastBlockMethod
 
 
 def value_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -27,22 +26,20 @@ def value_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 @register
-class MaskCLIP(Method):
-    """Dense features from the last attention's value path (no q-k attention), cosine with texts."""
+class MaskCLIP(LastBlockMethod):
+    """Dense features from the last attention's value path (no q-k attention), cosine with texts.
+
+    `residual`, `ffn` (ViT only): keep the last block's residual connection and FFN (the authors' code does).
+    """
 
     name = "maskclip"
     paper = "MaskCLIP: Zhou, Loy, Dai 2022, arXiv 2112.01071"
+    archs = frozenset({"vit", "resnet"})
 
-    def __init__(self, residual: bool = True, ffn: bool = True) -> None:
-        """ViT only: keep the last block's residual connection and FFN (the authors' code does)."""
-        self.residual = residual
-        self.ffn = ffn
+    def attention(self, model, images):
+        return value_attention
 
     def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, h, w, D) MaskCLIP features in the joint space."""
         if model.arch == "resnet":
             return model.value_path(model.features(images))
-        return last_block_dense(model, images, value_attention, residual=self.residual, ffn=self.ffn)
-
-    def raw_maps(self, model, images, text_features):
-        return similarity_map(self.dense(model, images), text_features)
+        return super().dense(model, images)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
-from eclip.methods.vit_paths import last_block_dense
+from eclip.methods.base import register
+from eclip.methods.dense import LastBlockMethod
 
 
 def neighbourhood_prior(grid: tuple[int, int], sigma: float, device=None) -> torch.Tensor:
@@ -27,27 +26,21 @@ def neighbourhood_prior(grid: tuple[int, int], sigma: float, device=None) -> tor
 
 
 @register
-class NACLIP(Method):
+class NACLIP(LastBlockMethod):
     """Last block with key-key attention plus a Gaussian neighbourhood prior, reduced (no residual, FFN)."""
 
     name = "naclip"
     paper = "NACLIP: Hajimiri, Ben Ayed, Dolz 2024, arXiv 2404.08181"
-    archs = frozenset({"vit"})
 
-    def __init__(self, sigma: float = 5.0, residual: bool = False, ffn: bool = False) -> None:
-        self.sigma = sigma
-        self.residual = residual
-        self.ffn = ffn
+    sigma: float = 5.0  # of the neighbourhood prior, in patches (the authors' 5)
+    residual: bool = False
+    ffn: bool = False
 
-    def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, h, w, D)."""
+    def attention(self, model, images):
         prior = neighbourhood_prior(model.grid_size(*images.shape[-2:]), self.sigma, device=images.device)
 
         def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             logits = (k @ k.transpose(-2, -1)) * k.shape[-1] ** -0.5
             return torch.softmax(logits + prior.to(logits.dtype), dim=-1)
 
-        return last_block_dense(model, images, attention, residual=self.residual, ffn=self.ffn)
-
-    def raw_maps(self, model, images, text_features):
-        return similarity_map(self.dense(model, images), text_features)
+        return attention

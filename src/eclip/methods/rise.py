@@ -87,13 +87,11 @@ class RISE(Method):
     name = "rise"
     paper = "RISE: Petsiuk, Das, Saenko 2018, arXiv 1806.07421"
 
-    def __init__(self, n_masks: int = 500, cells: int = 8, p: float = 0.5, seed: int = 0, batch_size: int = 64) -> None:
-        """`n_masks` N (the paper used 4000-8000; 500 keeps CPU runs short), `cells` s, keep probability `p`."""
-        self.n_masks = n_masks
-        self.cells = cells
-        self.p = p
-        self.seed = seed
-        self.batch_size = batch_size
+    n_masks: int = 500  # N (the paper used 4000-8000; 500 keeps CPU runs short)
+    cells: int = 8  # s, the grid side
+    p: float = 0.5  # keep probability of a cell
+    seed: int = 0
+    batch_size: int = 64  # masked images per forward
 
     def raw_maps(self, model, images, text_features):
         generator = torch.Generator().manual_seed(self.seed)

@@ -39,9 +39,9 @@ class Rollout(Method):
     paper = "Attention rollout: Abnar & Zuidema 2020, arXiv 2005.00928"
     archs = frozenset({"vit"})
 
-    def __init__(self, residual: float = 0.5) -> None:
-        """`residual`: weight of the identity mixed into each block's attention (0.5 in the paper)."""
-        self.residual = residual
+    uses_text = False
+
+    residual: float = 0.5  # weight of the identity mixed into each block's attention (0.5 in the paper)
 
     def raw_maps(self, model, images, text_features):
         _, records = model.final_tokens(images, record=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
-from eclip.methods.vit_paths import last_block_dense, self_attention
+from eclip.methods.base import register
+from eclip.methods.dense import LastBlockMethod
+from eclip.methods.vit_paths import self_attention
 
 
 def correlative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -23,20 +23,11 @@ def correlative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
 
 
 @register
-class SCLIP(Method):
-    """Last block with correlative (q-q + k-k) self-attention; cosine of the patch tokens with texts."""
+class SCLIP(LastBlockMethod):
+    """Last block with correlative (q-q + k-k) self-attention, residual and FFN kept; cosine of the patch tokens with texts."""
 
     name = "sclip"
     paper = "SCLIP: Wang, Mei, Yuille 2023, arXiv 2312.01597"
-    archs = frozenset({"vit"})
 
-    def __init__(self, residual: bool = True, ffn: bool = True) -> None:
-        self.residual = residual
-        self.ffn = ffn
-
-    def dense(self, model, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, h, w, D)."""
-        return last_block_dense(model, images, correlative_attention, residual=self.residual, ffn=self.ffn)
-
-    def raw_maps(self, model, images, text_features):
-        return similarity_map(self.dense(model, images), text_features)
+    def attention(self, model, images):
+        return correlative_attention

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from eclip.methods.base import Method, register
-from eclip.methods.itsm import similarity_map
+from eclip.methods.dense import similarity_map
 from eclip.methods.vit_paths import dense_from_tokens, dual_path_tokens, pooled_from_tokens, self_attention
 from eclip.prompts import SURGERY, encode_prompts
 
@@ -80,12 +80,9 @@ class CLIPSurgery(Method):
     name = "surgery"
     paper = "CLIP Surgery: Li, Wang, Duan, Li 2023, arXiv 2304.05653"
 
-    def __init__(self, depth: int = 6, remove_redundant: bool = True, temperature: float = 2.0) -> None:
-        """`depth`: ViT blocks on the parallel path (6 in the authors' code); `remove_redundant`: feature
-        surgery (False gives the plain cosine of the surgery path); `temperature`: of the text weights' softmax."""
-        self.depth = depth
-        self.remove_redundant = remove_redundant
-        self.temperature = temperature
+    depth: int = 6  # ViT blocks on the parallel path (6 in the authors' code)
+    remove_redundant: bool = True  # feature surgery (False: the plain cosine of the surgery path)
+    temperature: float = 2.0  # of the text weights' softmax
 
     def surgery(self, model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> class token (B, D) and dense (B, h, w, D) architecture-surgery features."""

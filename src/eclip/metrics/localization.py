@@ -56,7 +56,7 @@ class ThresholdIoU(PairMetric):
     fgIoU(t*), `miou` = (fgIoU(t*) + bgIoU(t*)) / 2, the binary mIoU over the two classes
     "object" and "not object". One threshold per method and dataset, as ECLIP (Li, Wang, Duan,
     Li 2022, arXiv 2209.07046) evaluates explanation maps against segmentation masks; the grid
-    0.00..1.00 step 0.05 is our choice where the paper gives none (ECLIP.md section 4).
+    0.00..1.00 step 0.05 is our choice where the paper gives none.
 
     State: per-threshold sums of the per-pair IoUs and the pair count, so shards add up exactly.
     A pixel's map value is bucketed against the grid once (`grid_levels` + bincount), which costs

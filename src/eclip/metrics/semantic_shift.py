@@ -2,14 +2,14 @@
 
 ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046) shows that vanilla CLIP's image-text similarity
 map lights up the background instead of the object ("opposite visualization") and reports it
-with a mean score contrast whose exact equation it does not give. Ours (ECLIP.md section 4):
+with a mean score contrast whose exact equation it does not give. Ours:
 the mean of the map inside the class mask minus the mean outside it.
 """
 from __future__ import annotations
 
 import torch
 
-from eclip.metrics.base import PairMetric, keep_defined, nan_if_empty, pair_tensors
+from eclip.metrics.base import PairMetric, defined_pairs, keep_defined, nan_if_empty, pair_tensors
 
 
 class ScoreContrast(PairMetric):
@@ -23,8 +23,8 @@ class ScoreContrast(PairMetric):
         inverted rate = mean_i [c_i < 0]                            (lower is better)
 
     mSC follows ECLIP (Li et al. 2022, arXiv 2209.07046; equation ours, see the module
-    docstring); the inverted rate is our measure of how often the semantic shift happens
-    (ECLIP.md section 2). A perfect map has mSC +100, an inverted one -100. Direction: the
+    docstring); the inverted rate is our own measure of how often the semantic shift
+    happens. A perfect map has mSC +100, an inverted one -100. Direction: the
     headline mSC is higher-is-better; `inverted_rate` is lower-is-better.
     """
 
@@ -40,6 +40,21 @@ class ScoreContrast(PairMetric):
         """(N,) float64 contrasts c_i of the defined pairs (degenerate ones dropped)."""
         maps, masks, valid, _ = keep_defined(*pair_tensors(maps, masks, ignore))
         return ScoreContrast._contrasts(maps, masks, valid)
+
+    @staticmethod
+    def per_pair(maps, masks, ignore=None) -> torch.Tensor:
+        """(N,) float64 contrast c_i of every pair, in order, NaN where it is not defined.
+
+        The number a figure prints under one map: the same c_i `update` adds to the mSC (ignored
+        pixels count nowhere), with the degenerate pairs kept in place as NaN so that each value
+        stays next to its map.
+        """
+        maps, masks, valid = pair_tensors(maps, masks, ignore)
+        keep = defined_pairs(masks, valid)
+        out = torch.full((maps.shape[0],), float("nan"), dtype=torch.float64)
+        if keep.any():
+            out[keep] = ScoreContrast._contrasts(maps[keep], masks[keep], None if valid is None else valid[keep])
+        return out
 
     @staticmethod
     def _contrasts(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

@@ -145,7 +145,15 @@ class DenseCLIP(ABC):
 
     @abstractmethod
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(K, context) tokens -> (K, D) unnormalised text embeddings."""
+        """The wrapped model's own text forward (what each adapter provides; call `encode_tokens`)."""
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, context) tokens -> (K, D) unnormalised text embeddings, uncached and with gradient if enabled.
+
+        For methods that run the text tower on token ids of their own or with a hooked block
+        (second-order interactions); `encode_text` is the normalised, cached form of the same pass.
+        """
+        return self._encode_tokens(tokens)
 
     def encode_text(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
         """(K,) strings -> (K, D) L2-normalised text embeddings, computed once per text."""

@@ -2,7 +2,8 @@
 
 ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046, v2) restricts its max pooling during training
 to the locations a "free attention" marks as foreground; the paper does not say exactly which
-attention. We offer (ECLIP.md section 3):
+attention (v1 took the attention map of a self-supervised image encoder; v2 says "free
+attention", presumably the model's own), so the source is ours to choose. We offer:
 - `cls_attention`: the model's own last-layer attention of the pooled query: ViT, the class
   token's attention to the patches, averaged over heads; ResNet, the attention pool's mean-token
   query over the spatial positions, averaged over heads.
@@ -53,7 +54,7 @@ def cls_attention(model: DenseCLIP, images: torch.Tensor) -> torch.Tensor:
 def rollout(model: DenseCLIP, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, h, w): attention rollout of the class token (ViT only)."""
     if model.arch != "vit":
-        raise MethodError(f"attention rollout needs a ViT, not a {model.arch}; use --mask-source cls_attention")
+        raise MethodError(f"attention rollout needs a ViT, not a {model.arch}; use the cls_attention source")
     _, records = model.final_tokens(images, record=True)
     joint = None
     for record in records:

@@ -74,13 +74,15 @@ class HFCLIPViT(ViTAdapter):
     def patch_conv(self):
         return self.vision.embeddings.patch_embedding
 
-    def _class_embedding(self):
+    @property
+    def class_embedding(self):
         return self.vision.embeddings.class_embedding
 
-    def _pos_embedding(self):
+    @property
+    def pos_embedding(self):
         return self.vision.embeddings.position_embedding.weight
 
-    def _ln_pre(self, x):
+    def ln_pre(self, x):
         return self.vision.pre_layrnorm(x)
 
     def _ln_post(self, x):

@@ -9,19 +9,30 @@ Accepted, in the order they are tried:
 - an open_clip model name (`ViT-B-16`, `RN50`, ...) with `pretrained` an open_clip tag
   (`openai`, `laion2b_s34b_b88k`, ...) or a local checkpoint file (a state dict as open_clip
   saves it), or None for random weights.
+
+Everything local is checked before anything is fetched or built: a name that is none of these
+gets the closest known name ("did you mean"), a path to a folder that does not exist says so,
+an unknown tag lists the model's tags, and weights already in the local cache load without the
+network (`hub`, which also fails in one line at once when the hub cannot be reached).
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import sys
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from eclip.errors import EclipError, ModelLoadError
+from eclip.models.folder import CONFIG_NAME, is_model_folder, load_model_folder, read_config
 
-from eclip.errors import ModelLoadError
-from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD, DenseCLIP
-from eclip.models.folder import is_model_folder, load_model_folder
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from eclip.models.adapter import DenseCLIP
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +61,7 @@ def bundled_fine_tunes() -> dict[str, list[str]]:
     """Bundled model -> the bundled models fine-tuned from it, read from the fine-tunes' own config.json.
 
     A bundled model is a fine-tune of the bundled model its training started from
-    (`training.extra.start.model`) when its pooling head is not the original `attention` head.
+    (`training.start.model`) when its pooling head is not the original `attention` head.
     ECLIP's own head (`masked_max`) comes first, then the others by name. Names are not parsed: a
     fine-tune renamed or retrained keeps its pairing through its config.
     """
@@ -62,7 +73,7 @@ def bundled_fine_tunes() -> dict[str, list[str]]:
         except (OSError, ValueError):
             continue
         head = (config.get("pooling") or {}).get("head", "attention")
-        start = (((config.get("training") or {}).get("extra") or {}).get("start") or {}).get("model")
+        start = (((config.get("training") or {}).get("start")) or {}).get("model")
         if start in present and start != name and head != "attention":
             found.setdefault(start, []).append((head != "masked_max", name))
     return {base: [name for _, name in sorted(tunes)] for base, tunes in found.items()}
@@ -111,13 +122,20 @@ def _as_size(value) -> tuple[int, int]:
 def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None = None) -> DenseCLIP:
     """An eclip model folder -> adapter (with its pooling head, when it has one)."""
     model, config = load_model_folder(path, device)
+    return wrap_config(model, config, name=name or str(path))
+
+
+def wrap_config(model: torch.nn.Module, config: dict, name: str) -> DenseCLIP:
+    """The adapter of an open_clip CLIP described by an eclip model config (tokenizer, preprocessing, pooling head)."""
+    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
+
     ctx = int(config["open_clip"]["text_cfg"].get("context_length", 77))
     tok, count = simple_tokenizer(ctx)
     pre = config.get("preprocess", {})
     adapter = wrap(
         model,
         tok,
-        name=name or str(path),
+        name=name,
         image_size=_as_size(pre.get("image_size", config["open_clip"]["vision_cfg"].get("image_size", 224))),
         mean=pre.get("mean", OPENAI_MEAN),
         std=pre.get("std", OPENAI_STD),
@@ -128,12 +146,19 @@ def load_folder(path: Path, device: str | torch.device = "cpu", name: str | None
     if config.get("pooling"):
         from eclip.models.pooling import PoolingConfig
 
-        adapter.pooling = PoolingConfig.from_json(config["pooling"])
+        try:
+            adapter.pooling = PoolingConfig.from_json(config["pooling"])
+        except (EclipError, TypeError, ValueError) as err:
+            raise ModelLoadError(f"{name}: pooling: {err}; fix the value in its {CONFIG_NAME} or re-export the model folder") from err
     return adapter
 
 
 def load_hf_folder(path: Path, device: str | torch.device = "cpu") -> DenseCLIP:
-    """A Hugging Face CLIPModel folder -> adapter (needs the `hf` extra)."""
+    """A Hugging Face CLIPModel folder -> adapter (needs the `hf` extra); its config's sizes are checked before anything is built."""
+    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
+    from eclip.models.validation import HF_RULES, check_config
+
+    check_config(read_config(path / CONFIG_NAME), path / CONFIG_NAME, HF_RULES)
     try:
         from transformers import CLIPModel
     except ImportError as err:
@@ -163,31 +188,88 @@ def _hf_tokenizer(path: Path, ctx: int):
     return simple_tokenizer(ctx)
 
 
-def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu") -> DenseCLIP:
-    """An open_clip model name (or hf-hub: id) with a tag or local checkpoint -> adapter."""
+def open_clip_names() -> list[str]:
+    """open_clip's model names; read from its config folder when open_clip is not imported yet (no torch import needed)."""
+    if "open_clip" in sys.modules:  # then also the configs added at run time (open_clip.add_model_config)
+        return sys.modules["open_clip"].list_models()
+    spec = find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    """The known name closest to `name` (case-insensitive), if one is close enough to be a typo of it."""
+    lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.75)
+    return lower[close[0]] if close else None
+
+
+def check_model_name(name: str) -> None:
+    """Fail now, in one line, if `name` can name no model: cheap (no torch, no network), so it can run before any work.
+
+    A bundled name, an existing path, `hf-hub:...` and open_clip's names pass (whether they load is
+    checked when they are loaded); a path-like name ("runs/model", "./x", "~/x") with nothing
+    there is "no such folder"; any other name is an unknown model, with the closest known name.
+    """
+    if name in BUNDLED or name.startswith("hf-hub:") or Path(name).expanduser().exists():
+        return
+    known = open_clip_names()
+    if name in known or name.replace("/", "-") in known:  # open_clip also reads "ViT-B/16" as ViT-B-16
+        return
+    if "/" in name or "\\" in name or name.startswith((".", "~")):
+        raise ModelLoadError(f"{name}: no such folder; check the path (a model folder holds config.json and model.safetensors)")
+    best = _closest(name, [*BUNDLED, *known])
+    hint = f"did you mean {best}? " if best else ""
+    raise ModelLoadError(
+        f"unknown model {name!r}; {hint}use a bundled name ({', '.join(BUNDLED)}), an open_clip name (open_clip.list_models()), "
+        "hf-hub:ORG/NAME, or a model folder"
+    )
+
+
+def _check_pretrained(name: str, pretrained: str) -> None:
+    """A checkpoint path must exist; a tag must be one open_clip knows for `name` (with the closest one suggested)."""
     import open_clip
 
-    known = set(open_clip.list_models())
-    if not name.startswith("hf-hub:") and name not in known:
-        close = [m for m in sorted(known) if name.lower().replace("/", "-") in m.lower()][:5]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ModelLoadError(
-            f"unknown model '{name}'{hint}; use a bundled name ({', '.join(BUNDLED)}), an open_clip name "
-            "(`python -c 'import open_clip; print(open_clip.list_models())'`), hf-hub:ORG/NAME, or a model folder"
-        )
-    if pretrained and not name.startswith("hf-hub:") and ("/" in pretrained or Path(pretrained).suffix):
-        if not Path(pretrained).is_file():
-            raise ModelLoadError(f"checkpoint file {pretrained} does not exist; give an existing file or an open_clip tag")
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
-    except Exception as err:
-        raise ModelLoadError(
-            f"could not load {name} with pretrained={pretrained!r} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-            "check the tag (`open_clip.list_pretrained()`), that the file is an open_clip state dict for this model, "
-            "or that the weights are downloaded"
-        ) from err
+    if open_clip.get_pretrained_cfg(name.replace("/", "-"), pretrained) or Path(pretrained).expanduser().is_file():
+        return
+    if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix:
+        raise ModelLoadError(f"checkpoint file {pretrained} does not exist; give an existing file or an open_clip tag")
+    tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))
+    if not tags:
+        raise ModelLoadError(f"open_clip has no pretrained weights for {name}, so pretrained={pretrained} cannot be found; "
+                             "pass pretrained=FILE (a local checkpoint), or leave it out for random weights")
+    best = _closest(pretrained, tags)
+    hint = f"did you mean {best}? " if best else ""
+    raise ModelLoadError(f"unknown pretrained tag {pretrained} for {name}; {hint}its tags are {', '.join(tags)}, "
+                         "or pass pretrained=FILE (a local checkpoint)")
+
+
+def load_open_clip(name: str, pretrained: str | None, device: str | torch.device = "cpu") -> DenseCLIP:
+    """An open_clip model name (or hf-hub: id) with a tag or local checkpoint -> adapter.
+
+    The name and the tag are checked first; the weights come from the local cache when it holds
+    them, and a hub that cannot be reached is one line at once (`hub.local_first`).
+    """
+    import open_clip
+
+    from eclip.models.adapter import OPENAI_MEAN, OPENAI_STD
+    from eclip.models.hub import local_first
+
+    if not name.startswith("hf-hub:"):
+        check_model_name(name)
+        if pretrained:
+            _check_pretrained(name, pretrained)
+    with local_first(name, None if name.startswith("hf-hub:") else pretrained):
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ModelLoadError(f"could not load {name}{f' with pretrained={pretrained}' if pretrained else ''} ({reason}); "
+                                 "check that the file is an open_clip checkpoint of this model") from err
     model.eval()
-    tokenizer = open_clip.get_tokenizer(name)
     ctx = int(getattr(model, "context_length", 77) or 77)
     count = None
     inner = getattr(tokenizer, "encode", None)
@@ -214,16 +296,15 @@ def load_model(name: str = "synth-vit", pretrained: str | None = None, device: s
     if path.exists():
         if is_model_folder(path):
             return load_folder(path, device)
-        config = path / "config.json"
+        config = path / CONFIG_NAME
         if path.is_dir() and config.is_file():
-            try:
-                model_type = json.loads(config.read_text()).get("model_type")
-            except ValueError as err:
-                raise ModelLoadError(f"{config}: not valid JSON ({err}); repair or re-download the folder") from err
-            if model_type == "clip":
+            data = read_config(config)
+            if not isinstance(data, dict):
+                raise ModelLoadError(f"{config}: is a JSON {type(data).__name__}, not an object; repair it or re-export the model folder")
+            if data.get("model_type") == "clip":
                 return load_hf_folder(path, device)
         raise ModelLoadError(
             f"{path}: not a model folder (expected an eclip folder with config.json + model.safetensors, "
-            "or a Hugging Face CLIP folder); for an open_clip checkpoint file pass --model NAME --pretrained FILE"
+            "or a Hugging Face CLIP folder); for an open_clip checkpoint file pass model=NAME, pretrained=FILE"
         )
     return load_open_clip(name, pretrained, device)

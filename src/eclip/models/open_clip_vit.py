@@ -84,13 +84,15 @@ class OpenClipViT(OpenClipTextMixin, ViTAdapter):
     def patch_conv(self):
         return self.visual.conv1
 
-    def _class_embedding(self):
+    @property
+    def class_embedding(self):
         return self.visual.class_embedding
 
-    def _pos_embedding(self):
+    @property
+    def pos_embedding(self):
         return self.visual.positional_embedding
 
-    def _ln_pre(self, x):
+    def ln_pre(self, x):
         return self.visual.ln_pre(x)
 
     def _ln_post(self, x):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from eclip.errors import ModelLoadError
+from eclip.errors import RecipeError
 
 HEADS = ("attention", "avg", "max", "masked_max")
 MAX_OVER = ("raw", "normalized")
@@ -63,11 +63,11 @@ class PoolingConfig:
                               ("mask_rule", MASK_RULES), ("mask_from", MASK_FROM)):
             value = getattr(self, name)
             if value not in allowed:
-                raise ModelLoadError(f"pooling {name}={value!r} is unknown; use one of {', '.join(allowed)}")
+                raise RecipeError(f"`pooling.{name}` {value!r} is unknown; use one of {', '.join(allowed)}")
         for name in ("mask_mass", "mask_topk"):
             value = float(getattr(self, name))
             if not 0.0 < value <= 1.0:
-                raise ModelLoadError(f"pooling {name}={value} is outside (0, 1]; give a share such as 0.6")
+                raise RecipeError(f"`pooling.{name}` {value} is outside (0, 1]; give a share such as 0.6")
 
     @property
     def is_native(self) -> bool:
@@ -80,13 +80,13 @@ class PoolingConfig:
 
     @classmethod
     def from_json(cls, section: dict[str, Any] | None) -> PoolingConfig:
-        """Read a config.json `pooling` section (None or {} means the model's own pooling)."""
+        """Read a config.json `pooling` section (None or {} means the model's own pooling); a bad one is a RecipeError."""
         if not section:
             return cls()
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ModelLoadError(f"pooling section has unknown keys {unknown}; allowed keys are {sorted(known)}")
+            raise RecipeError(f"`pooling` has unknown keys {unknown}; the allowed keys are {sorted(known)}")
         return cls(**section)
 
 

@@ -133,16 +133,19 @@ class ViTAdapter(DenseCLIP):
         """The patch-embedding convolution, for methods that run it with another stride (phrase localisation)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its patch convolution")
 
+    @property
     @abstractmethod
-    def _class_embedding(self) -> torch.Tensor:
-        """(C,) class token."""
+    def class_embedding(self) -> torch.Tensor:
+        """(C,) the learned class token."""
+
+    @property
+    @abstractmethod
+    def pos_embedding(self) -> torch.Tensor:
+        """(1 + h0*w0, C) the learned position embedding at the training grid (class token first); read, never edited."""
 
     @abstractmethod
-    def _pos_embedding(self) -> torch.Tensor:
-        """(1 + h0*w0, C) learned position embedding at the training grid."""
-
-    @abstractmethod
-    def _ln_pre(self, x: torch.Tensor) -> torch.Tensor: ...
+    def ln_pre(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C) the norm applied to the embedded tokens before the first block."""
 
     @abstractmethod
     def _ln_post(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -164,12 +167,12 @@ class ViTAdapter(DenseCLIP):
         x = self._patch_embed(images.to(self.dtype))
         b, c, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
-        cls = self._class_embedding().to(x.dtype).view(1, 1, c).expand(b, 1, c)
+        cls = self.class_embedding.to(x.dtype).view(1, 1, c).expand(b, 1, c)
         x = torch.cat([cls, x], dim=1)
-        pos = self._pos_embedding()
+        pos = self.pos_embedding
         side = int(round((pos.shape[0] - 1) ** 0.5))
         x = x + interpolate_pos_embed(pos, (side, side), (h, w), self.pos_interpolation).to(x.dtype)
-        return self._ln_pre(x)
+        return self.ln_pre(x)
 
     def forward_blocks(
         self,

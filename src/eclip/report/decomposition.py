@@ -1,6 +1,7 @@
 """Figure of a text-based decomposition: per text, the layer x head contributions and where they come from."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,16 +11,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from eclip.writing import atomic_write  # noqa: E402
 
-def decomposition_figure(image: Image.Image, result, out: Path) -> Path:
-    """Write a PNG with one row per text: the (layer x [MLP, heads]) contributions to the cosine on a
-    diverging scale, and the per-location contributions over the image (`eclip.decompose.ScoreDecomposition`)."""
-    k = len(result.texts)
+
+def decomposition_figure(image: Image.Image, result, texts: Sequence[str], out: Path) -> Path:
+    """Write a PNG (atomically) with one row per text: the (layer x [MLP, heads]) contributions to the
+    cosine on a diverging scale, and the per-location contributions over the image
+    (`eclip.methods.decomposition.ScoreDecomposition`; `texts` name its K texts)."""
+    k = len(texts)
     n_layers, n_heads = result.heads.shape[:2]
     fig, axes = plt.subplots(k, 2, figsize=(3.0 + 0.45 * (n_heads + 1), 2.6 * k), squeeze=False,
                              gridspec_kw={"width_ratios": [max(2, n_heads + 1), 3]}, layout="constrained")
     rgb = np.asarray(image.convert("RGB"))
-    for i, (row, text) in enumerate(zip(axes, result.texts)):
+    for i, (row, text) in enumerate(zip(axes, texts)):
         table = np.concatenate([result.mlps[:, i : i + 1], result.heads[:, :, i]], axis=1)  # (L, 1 + H)
         bound = float(np.abs(table).max()) or 1.0
         im = row[0].imshow(table, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
@@ -35,6 +39,8 @@ def decomposition_figure(image: Image.Image, result, out: Path) -> Path:
         row[1].axis("off")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return out

@@ -5,7 +5,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from eclip.report.tables import METRICS, arrow
+from eclip.report.tables import arrow, columns
+from eclip.writing import atomic_write_text
 
 
 def _cell(value, key: str = "") -> str:
@@ -17,14 +18,15 @@ def _cell(value, key: str = "") -> str:
 
 
 def results_table(records: Sequence[dict]) -> str:
-    """An HTML table of the records (the contracted numbers and the counts)."""
-    head = ["dataset", "model", "method", "pairs", "threshold"] + [f"{label} {arrow(key)}" for key, (label, _) in METRICS.items()]
+    """An HTML table of the records (the contracted numbers, zero-shot accuracy when there is one, and the counts)."""
+    shown = columns(records)
+    head = ["dataset", "model", "method", "pairs", "threshold"] + [f"{label} {arrow(key)}" for key, (label, _) in shown.items()]
     head += ["images", "skipped", "missing"]
     rows = []
     for r in records:
         cells = [r.get("dataset"), r.get("model"), r.get("method"), r.get("n_pairs"), r.get("threshold")]
-        cells += [r.get(k) for k in METRICS] + [r.get("n_images"), r.get("skipped"), r.get("missing")]
-        keys = ["", "", "", "", ""] + list(METRICS) + ["", "", ""]
+        cells += [r.get(k) for k in shown] + [r.get("n_images"), r.get("skipped"), r.get("missing")]
+        keys = ["", "", "", "", ""] + list(shown) + ["", "", ""]
         rows.append("<tr>" + "".join(f"<td>{_cell(v, k)}</td>" for v, k in zip(cells, keys)) + "</tr>")
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     return f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
@@ -62,6 +64,4 @@ def write_report(
             parts += [f"<figure><img src='{html.escape(str(Path(p).relative_to(out_dir)))}' alt='{html.escape(Path(p).stem)}'>"
                       f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>" for p in paths]
     parts.append("</body></html>\n")
-    page = out_dir / "index.html"
-    page.write_text("\n".join(parts))
-    return page
+    return atomic_write_text(out_dir / "index.html", "\n".join(parts))

@@ -1,17 +1,19 @@
-"""The library side of `eclip serve`: one web request in, maps, scores and files out (no Gradio here).
+"""The web demo `eclip serve` starts: one web request in, maps, scores and files out.
 
-The page (`eclip.app`) only lays out widgets and calls these functions, so everything it shows is
-computed, limited and tested here:
+The page (`eclip.serve.page`, the only module that imports Gradio) only lays out widgets and calls
+these functions, so everything it shows is computed, limited and tested here:
 - images are decoded by `eclip.data.images.load_image` under the server's own limits (bytes,
-  pixels) and explained by `eclip.explain.explain_images`, the code path of `eclip explain`, so a
-  map downloaded from the page is the `.npy` the command writes for the same input;
+  pixels) and explained by `eclip.explain.explain_images`, the code path of `eclip explain`, and
+  written by its `save_maps`, so a map downloaded from the page is the `.npy` the command writes
+  for the same input;
 - models are loaded once per server (`ModelCache`) and used by one job at a time each (methods
   hook into a model while they run); text embeddings are cached per model by the adapter;
 - the "vanilla vs ECLIP" view pairs a bundled model with its fine-tune through
   `eclip.models.loading.eclip_pairs`, which reads the model folders' configs;
 - with a bundled sample (exact masks) each map gets its score contrast, mean of the map inside
   the named class's mask minus outside (ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046,
-  section 4; `eclip.shift.pair_contrast`, as `eclip demo` and `eclip shift` compute it);
+  `eclip.metrics.ScoreContrast.per_pair`, as `eclip demo`, `eclip shift` and `eclip evaluate`
+  compute it);
 - nothing here opens a path that came from the browser: uploads arrive as bytes and are written
   to a folder this module made; samples are named by id and looked up in the package.
 """
@@ -34,11 +36,10 @@ from eclip.serve.request import (
     ServeResult,
     Workspace,
     check_methods,
-    display_size,
     explain_request,
     write_figures,
 )
 
 __all__ = ["TEMPLATE_CHOICES", "BundledSamples", "Figure", "ImageInput", "MapPanel", "ModelCache", "ServeLimits", "ServeResult",
-           "Workspace", "check_methods", "contrast_class", "display_size", "explain_request", "parse_texts", "read_upload",
+           "Workspace", "check_methods", "contrast_class", "explain_request", "parse_texts", "read_upload",
            "resolve_template", "write_figures"]

@@ -85,19 +85,18 @@ def read_upload(data: bytes | None, folder: Path, limits: ServeLimits) -> ImageI
     server's temporary file.
     """
     from eclip.data.images import load_image
+    from eclip.writing import atomic_write
 
     if not data:
         raise ImageLoadError("no image: upload one or pick a bundled sample")
     if len(data) > limits.max_upload_bytes:
-        raise ImageLoadError(f"the upload is {len(data) / 2**20:.1f} MB, above the limit of {limits.max_upload_mb:g} MB; "
-                             "send a smaller image (or start eclip serve with a larger --max-upload-mb)")
-    path = Path(folder) / "upload"
-    path.write_bytes(data)
+        raise ImageLoadError(f"the upload is {len(data) / 2**20:.1f} MB, above the limit of {limits.max_upload_mb:g} MB of "
+                             "this server; send a smaller image")
+    path = atomic_write(Path(folder) / "upload", lambda tmp: tmp.write_bytes(data))
     try:
         image = load_image(path, max_pixels=limits.max_pixels)
-    except ImageLoadError as err:
-        raise ImageLoadError(str(err).replace(str(path), "the upload").replace("raise max_pixels", "start eclip serve "
-                                                                                   "with a larger --max-pixels")) from None
+    except ImageLoadError as err:  # the page's user can send another image, not change the server's limit
+        raise ImageLoadError(str(err).replace(str(path), "the upload").replace(", or raise max_pixels if you trust it", "")) from None
     return ImageInput(name="upload", path=path, image=image)
 
 

@@ -54,6 +54,12 @@ class ModelCache:
                 log.info("loaded %s in %.1f s", label, time.perf_counter() - started)
             return self._models[label]
 
+    def load_start_up(self) -> None:
+        """Load the start-up models now (the extra ones, or else the first offered): a model that cannot
+        load fails before the server starts, and the first click does not wait for it."""
+        for label in self.extra or self.labels[:1]:
+            self.get(label)
+
     @contextmanager
     def using(self, label: str) -> Iterator[DenseCLIP]:
         model = self.get(label)

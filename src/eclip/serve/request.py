@@ -1,7 +1,9 @@
 """One request explained: maps, scores and score contrasts per (model, method, text), and the downloads.
 
-The maps come from `eclip.explain.explain_images`, the code path of `eclip explain`, and are saved
-as the `.npy` the command writes; the page keeps display-size copies only.
+The maps come from `eclip.explain.explain_images`, the code path of `eclip explain`, and are
+written by its `save_maps` (the `.npy` the command writes); the page keeps display-size copies
+only, sized by `eclip.explain.fit_within`. A map's score contrast is `ScoreContrast.per_pair`, the
+term `eclip evaluate` adds to the mSC.
 """
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from eclip.errors import MethodError
 from eclip.models.adapter import DenseCLIP
 from eclip.serve.inputs import ImageInput, ServeLimits, contrast_class
 from eclip.serve.models import ModelCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eclip.explain import Explained
 
 
 @dataclass
@@ -108,18 +113,15 @@ def _slug(text: str) -> str:
 
 
 def check_methods(model: DenseCLIP, label: str, names: Sequence[str]) -> None:
-    """Every method known and defined for the model's architecture, before any work starts."""
-    from eclip.methods.base import available_methods
+    """Every method known (`get_method`) and able to explain the model (`Method.unsupported`), before any work starts."""
+    from eclip.methods.base import available_methods, get_method
 
     if not names:
         raise MethodError("no method picked; tick at least one, e.g. itsm")
-    known = available_methods()
     for name in names:
-        if name not in known:
-            raise MethodError(f"unknown method '{name}'; pick one of {', '.join(known)}")
-        reason = known[name].unsupported(model)
+        reason = get_method(name).unsupported(model)
         if reason:
-            fits = [m for m, cls in known.items() if cls.unsupported(model) is None]
+            fits = [m for m, cls in available_methods().items() if cls.unsupported(model) is None]
             raise MethodError(f"{reason} ({label}); untick it or pick one of {', '.join(fits)}")
 
 
@@ -143,7 +145,7 @@ def explain_request(
     (at most `limits.display_side` pixels a side) are kept. The overlay PNGs cost a figure each and
     are drawn by `write_figures` afterwards.
     """
-    from eclip.explain import explain_images
+    from eclip.explain import explain_images, fit_within, save_maps
     from eclip.methods.base import get_method
     from eclip.prompts import encode_prompts
     from eclip.report.overlay import score_titles
@@ -153,7 +155,7 @@ def explain_request(
     for label in model_labels:
         check_methods(models.get(label), label, method_names)
     classes = [contrast_class(t, item.classnames) if item.sample else None for t in texts]
-    display = display_size(item.image.size, limits.display_side)
+    display = fit_within((item.image.height, item.image.width), limits.display_side)  # (H, W)
     done: dict[tuple[str, str], tuple[Figure, np.ndarray, np.ndarray, list[float | None]]] = {}
     steps = len(model_labels) * len(method_names)
     for label in model_labels:
@@ -164,11 +166,10 @@ def explain_request(
                     progress(len(done) / steps, f"{label} · {name}")
                 explained = next(explain_images(model, get_method(name), [(item.path, item.image)], features, texts))
                 stem = f"{_slug(item.name)}-{_slug(label)}-{name}"
-                maps = explained.maps()
-                np.save(folder / f"{stem}.npy", maps)
-                contrasts = [_contrast(heat, item, cls) for heat, cls in zip(maps, classes)]
-                figure = Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", explained.maps((display[1], display[0])),
+                save_maps(folder / f"{stem}.npy", explained)
+                figure = Figure(label, name, folder / f"{stem}.npy", folder / f"{stem}.png", explained.maps(display),
                                 score_titles(texts, explained.cosine, explained.probability), f"{model.name} · {name}")
+                contrasts = _contrasts(explained, item, classes)
                 done[label, name] = (figure, explained.cosine, explained.probability, contrasts)
     panels = []
     for k, text in enumerate(texts):
@@ -177,25 +178,27 @@ def explain_request(
                 figure, cosine, probability, contrasts = done[label, name]
                 panels.append(MapPanel(label, name, text, figure.heats[k], float(cosine[k]), float(probability[k]),
                                        classes[k], contrasts[k]))
-    return ServeResult(item.name, item.image.resize(display, Image.BILINEAR) if display != item.image.size else item.image,
+    shown = item.image if display == (item.image.height, item.image.width) else item.image.resize(display[::-1], Image.BILINEAR)
+    return ServeResult(item.name, shown,
                        texts, list(model_labels), list(method_names), panels, [done[key][0] for key in done],
                        time.perf_counter() - started)
 
 
-def _contrast(heat: np.ndarray, item: ImageInput, cls: str | None) -> float | None:
-    """Score contrast of one full-size map for the class its text names; None without a mask for it."""
-    from eclip.shift import pair_contrast
+def _contrasts(explained: Explained, item: ImageInput, classes: Sequence[str | None]) -> list[float | None]:
+    """Score contrast of each text's full-size map for the class it names (`ScoreContrast.per_pair`, on the maps
+    the `.npy` holds); None without a mask for it, or where the mask leaves no inside or outside."""
+    from eclip.methods.base import maps_to_size
+    from eclip.metrics.semantic_shift import ScoreContrast
 
-    if cls is None or item.sample is None or cls not in item.sample.masks:
-        return None
-    value = pair_contrast(torch.from_numpy(heat), item.sample, cls)
-    return None if np.isnan(value) else value
-
-
-def display_size(size: tuple[int, int], side: int) -> tuple[int, int]:
-    """(W, H) of an image shrunk to at most `side` pixels on its longer side (never enlarged)."""
-    scale = min(1.0, side / max(size))
-    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))) if scale < 1 else tuple(size)
+    sample = item.sample
+    named = [k for k, cls in enumerate(classes) if sample is not None and cls is not None and cls in sample.masks]
+    out: list[float | None] = [None] * len(classes)
+    if named:
+        maps = maps_to_size(explained.raw[named], explained.size)
+        masks = np.stack([sample.masks[classes[k]] for k in named])
+        for k, value in zip(named, ScoreContrast.per_pair(maps, masks, sample.ignore).tolist()):
+            out[k] = None if np.isnan(value) else value
+    return out
 
 
 def write_figures(result: ServeResult) -> list[Path]:

@@ -31,7 +31,7 @@ LEGACY_STATE_NAME = "train_state.pt"
 #: What a training run writes into its --out folder (`remove_stale_temps` sweeps their temporary files).
 RUN_FILES = (STATE_NAME, "config.json", "model.safetensors", "losses.json")
 _LEGACY = ("{path}: a training state in the pickle format of earlier eclip versions, which can run code when loaded, "
-           "so it is not opened; start over in a new --out folder (or delete the file)")
+           "so it is not opened; start over in another `out` folder (or delete the file)")
 _META_KEY = "eclip_train_state"
 _FORMAT = "eclip-train-state/1"
 
@@ -69,9 +69,9 @@ def load_state(folder: Path) -> dict[str, Any] | None:
     except Exception as err:  # safetensors and json raise several types for a truncated or foreign file
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise CheckpointError(
-            f"{path}: unreadable training state ({reason}); delete it to start over, or point --out elsewhere") from err
+            f"{path}: unreadable training state ({reason}); delete it to start over, or point `out` elsewhere") from err
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
-        raise CheckpointError(f"{path}: not an eclip training state; delete it or choose another --out")
+        raise CheckpointError(f"{path}: not an eclip training state; delete it or choose another `out`")
     return state
 
 
@@ -90,8 +90,8 @@ def check_run_folder(folder: Path, resume: bool) -> None:
         return
     present = [name for name in (STATE_NAME, LEGACY_STATE_NAME, "config.json", "model.safetensors") if (folder / name).exists()]
     if present:
-        raise CheckpointError(f"--out {folder} already holds a training run or model ({', '.join(present)}); "
-                              "pass --resume to continue it, or choose another --out")
+        raise CheckpointError(f"`out` {folder} already holds a training run or model ({', '.join(present)}); "
+                              "continue it with `resume`, or choose another `out`")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,8 +109,8 @@ def check_same_run(folder: Path, saved: dict[str, Any] | None, current: dict[str
     differ = [k for k in dict.fromkeys([*then, *now]) if then.get(k) != now.get(k)]
     if differ:
         detail = ", ".join(f"{k} {then.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
-        raise CheckpointError(f"--out {folder}: the run was started with other options ({detail}); "
-                              "resume with the same options, or start a new run in another --out")
+        raise CheckpointError(f"`out` {folder}: the run was started with other options ({detail}); "
+                              "resume with the same options, or start a new run in another `out`")
 
 
 def rng_state() -> dict[str, Any]:

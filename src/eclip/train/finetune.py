@@ -12,88 +12,83 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from eclip.errors import ModelLoadError
+from eclip.errors import ModelLoadError, RecipeError
 from eclip.models.adapter import DenseCLIP
 from eclip.models.free_attention import MaskMaker
 from eclip.models.pooling import PoolingConfig, max_pool, pool
-
-
-@dataclass
-class PooledWithNegatives:
-    """What an embedder returns when it also pools the background: the (N, D) foreground
-    embedding, the (N, D) background embedding used as extra negatives, and (N,) bool, False
-    where an image has no background (its mask covers every location)."""
-
-    pooled: torch.Tensor
-    negatives: torch.Tensor
-    valid: torch.Tensor
+from eclip.train.losses import ImageEmbedding
 
 
 class PooledEmbedder:
-    """`image_embedder` for the training loop: the pooling head on the adapter's dense features.
+    """`Run.embedder` for a pooling head on the adapter's dense features: (model, x) -> `ImageEmbedding`.
 
-    Called as `embedder(model, x)` with (N, 3, H, W) model-ready images, it returns (N, D). For
-    `masked_max` the max runs over the free-attention mask of each image (training only); with
-    `background_negatives` ("max" or "avg") it also pools the locations outside the mask, by the
-    head's max or by their mean, and returns both (`PooledWithNegatives`); the loss uses the
-    background embedding as a negative (`eclip.train.losses`). A max sends gradient to one
-    background location per channel, a mean to every background location.
+    Called as `embedder(model, x)` with (N, 3, H, W) model-ready images. For `masked_max` the max
+    runs over the free-attention mask of each image (training only); with `background_negatives`
+    ("max" or "avg") it also pools the locations outside the mask, by the head's max or by their
+    mean, for the loss to use as negatives (`eclip.train.losses`). A max sends gradient to one
+    background location per channel, a mean to every background location. With `keep_dense` the
+    dense features (and the masks, when `masks` is given, whatever the head) travel along for
+    the terms that read them.
     """
 
     def __init__(self, adapter: DenseCLIP, config: PoolingConfig, masks: MaskMaker | None = None,
-                 background_negatives: str | None = None) -> None:
+                 background_negatives: str = "none", keep_dense: bool = False) -> None:
         if config.head == "masked_max" and masks is None:
             raise ValueError("masked_max needs a MaskMaker")
-        if background_negatives not in (None, "none", "max", "avg"):
-            raise ModelLoadError(f"background negatives {background_negatives!r} are unknown; use none, max or avg")
-        background_negatives = None if background_negatives == "none" else background_negatives
-        if background_negatives and config.head != "masked_max":
-            raise ModelLoadError(f"--background-negatives needs --pooling masked_max (a mask to take the background from), "
-                                 f"not {config.head}")
+        if background_negatives != "none" and config.head != "masked_max":
+            raise ValueError("background negatives are pooled outside a masked_max head's masks")
         self.adapter = adapter
         self.config = config
         self.masks = masks
         self.background_negatives = background_negatives
+        self.keep_dense = keep_dense
 
-    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor | PooledWithNegatives:
-        if self.config.is_native:
-            return model.encode_image(images)
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> ImageEmbedding:
+        if self.config.is_native and not self.keep_dense:
+            return ImageEmbedding(model.encode_image(images))
         native, dense = self.adapter.pooled_and_dense(images)
-        mask = self.masks(images) if self.config.head == "masked_max" else None
+        mask = self.masks(images) if self.masks is not None else None
         pooled = pool(self.config, dense, native=native, mask=mask)
-        if not self.background_negatives:
-            return pooled
-        background = ~mask
-        valid = background.flatten(1).any(dim=1)
-        if self.background_negatives == "avg":
-            weights = background[..., None].to(dense.dtype)
-            negatives = (dense * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1)
-        else:
-            negatives = max_pool(dense, background, self.config.max_over)
-        return PooledWithNegatives(pooled, negatives, valid)
+        out = ImageEmbedding(pooled, dense=dense if self.keep_dense else None, mask=mask)
+        if self.config.head == "masked_max":  # what the model serves: the same max, unmasked
+            out.served = pool(self.config, dense)
+        if self.background_negatives != "none":
+            background = ~mask
+            out.valid = background.flatten(1).any(dim=1)
+            if self.background_negatives == "avg":
+                weights = background[..., None].to(dense.dtype)
+                out.negatives = (dense * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp_min(1)
+            else:
+                out.negatives = max_pool(dense, background, self.config.max_over)
+        return out
 
 
 def frozen_copy(adapter: DenseCLIP) -> DenseCLIP:
-    """A new adapter around a deep copy of the model, in eval mode, with no parameter requiring grad."""
+    """A new adapter around a deep copy of the model (same pooling head), in eval mode, with no parameter requiring grad."""
     from eclip.models.loading import wrap
 
     model = copy.deepcopy(adapter.model).eval().requires_grad_(False)
-    return wrap(model, adapter.tokenizer, name=f"{adapter.name} (frozen)", image_size=adapter.image_size,
-                mean=adapter.mean, std=adapter.std, context_length=adapter.context_length, count_tokens=adapter._count_tokens)
+    frozen = wrap(model, adapter.tokenizer, name=f"{adapter.name} (frozen)", image_size=adapter.image_size,
+                  mean=adapter.mean, std=adapter.std, context_length=adapter.context_length, count_tokens=adapter._count_tokens)
+    frozen.pooling = adapter.pooling
+    return frozen
 
 
-def make_embedder(adapter: DenseCLIP, config: PoolingConfig, background_negatives: str | None = None) -> PooledEmbedder:
-    """The embedder of `config`: masks from a frozen copy of the starting model, or from the model itself."""
-    masks = None
-    if config.head == "masked_max":
-        source = frozen_copy(adapter) if config.mask_from == "frozen" else adapter
-        masks = MaskMaker(source, config)
-    return PooledEmbedder(adapter, config, masks, background_negatives)
+def make_embedder(adapter: DenseCLIP, config: PoolingConfig, background_negatives: str = "none", *,
+                  masks: bool | None = None, keep_dense: bool = False, frozen: DenseCLIP | None = None) -> PooledEmbedder:
+    """The embedder of `config`: masks from a frozen copy of the starting model (`frozen`, made if not given), or the model itself.
+
+    Masks are made for `masked_max`, and for any head when `masks` is True (a term that reads them).
+    """
+    masker = None
+    if masks or config.head == "masked_max":
+        source = (frozen or frozen_copy(adapter)) if config.mask_from == "frozen" else adapter
+        masker = MaskMaker(source, config)
+    return PooledEmbedder(adapter, config, masker, background_negatives, keep_dense)
 
 
 def _blocks(arch: str, names: list[str]) -> list[str]:
@@ -125,11 +120,11 @@ def trainable_filter(spec: str, model: torch.nn.Module, arch: str) -> Callable[[
         return lambda name: name.startswith("visual.") or name == "logit_scale"
     match = re.fullmatch(r"last:(\d+)", spec)
     if not match:
-        raise ModelLoadError(f"--train {spec!r} is not understood; use all, visual, or last:N (e.g. last:2)")
+        raise RecipeError(f"`train` {spec!r} is not understood; use all, visual, or last:N (e.g. last:2)")
     blocks = _blocks(arch, names)
     n = int(match.group(1))
     if not 1 <= n <= len(blocks):
-        raise ModelLoadError(f"--train last:{n}: the image tower has {len(blocks)} blocks; use 1..{len(blocks)}")
+        raise RecipeError(f"`train` last:{n}: the image tower has {len(blocks)} blocks; use 1..{len(blocks)}")
     heads = ("visual.ln_post.", "visual.proj") if arch == "vit" else ("visual.attnpool.",)
     prefixes = tuple(b + "." for b in blocks[-n:]) + heads
     return lambda name: name.startswith(prefixes) or name == "logit_scale"

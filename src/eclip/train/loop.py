@@ -2,7 +2,9 @@
 
 One loop serves both the vanilla bundled models (class-token / attention pooling, trained from
 scratch on synthetic scenes) and ECLIP fine-tuning (a different pooling head, a partial set of
-trainable parameters): what differs is passed in (`image_embedder`, `trainable`), not copied.
+trainable parameters, more loss terms): what differs arrives in a `Run` (built from a recipe by
+`eclip.train.recipe.build_run`, or by hand), not copied. The loss is chosen by the run's
+`LossTerms` fields, never by what the embedder happens to return.
 AdamW with decoupled weight decay (none on gains, biases and embeddings), linear warm-up then
 cosine decay, seeded, with atomic checkpoints every `checkpoint_every` steps and exact resume.
 
@@ -20,7 +22,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +30,29 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eclip.data.pairs import PairSource, batch_part
+from eclip.data.loader import TrainingFeed
+from eclip.data.pairs import PairSource
 from eclip.distributed import barrier, world
-from eclip.errors import CheckpointError, OptionError
+from eclip.errors import RecipeError
 from eclip.models.folder import save_model_folder
 from eclip.train.checkpoint import RUN_FILES, check_run_folder, check_same_run, load_state, restore_rng, save_state
-from eclip.train.losses import clip_loss
+from eclip.train.losses import ImageEmbedding, LossTerm, LossTerms, clip_loss
 from eclip.writing import atomic_write_text, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
-# (model, images) -> (N, D) pooled embeddings, or an object with `pooled`, `negatives` (N, D) and
-# `valid` (N,) bool for heads that also pool the background (`eclip.train.finetune.PooledWithNegatives`).
-ImageEmbedder = Callable[[torch.nn.Module, torch.Tensor], Any]
+#: (model, (N, 3, H, W) model-ready images) -> ImageEmbedding (the pooled (N, D) embedding, and what
+#: the loss terms read: background embeddings, dense features, masks).
+ImageEmbedder = Callable[[torch.nn.Module, torch.Tensor], ImageEmbedding]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSettings:
-    """Hyper-parameters of one run (recorded in the output's config.json)."""
+    """How long and how fast one run trains (part of its recipe; recorded in the output's config.json).
+
+    `checkpoint_every` says how often the state is saved, not what is trained: a resumed run may
+    change it. Settings of how a step is computed (precision, checkpointing) belong here too.
+    """
 
     steps: int = 2000
     batch_size: int = 64
@@ -55,30 +62,68 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     grad_clip: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+                raise RecipeError(f"`settings.{name}` {getattr(self, name)} must be >= 1")
         if not self.lr > 0:
-            raise OptionError(f"--lr {self.lr} must be > 0")
-        for name in ("weight_decay", "warmup", "grad_clip"):
+            raise RecipeError(f"`settings.lr` {self.lr} must be > 0")
+        for name in ("weight_decay", "warmup", "grad_clip", "seed"):
             if getattr(self, name) < 0:
-                raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
+                raise RecipeError(f"`settings.{name}` {getattr(self, name)} must be >= 0")
+
+
+def native_image_embedder(model: torch.nn.Module, images: torch.Tensor) -> ImageEmbedding:
+    """The model's own pooled embedding (class token / attention pool)."""
+    return ImageEmbedding(model.encode_image(images))
+
+
+def everything(name: str) -> bool:
+    """The default trainable-parameter filter: every parameter."""
+    return True
+
+
+@dataclass
+class Run:
+    """What the loop trains and how: built from a recipe by `eclip.train.recipe.build_run`, or by hand.
+
+    Attributes:
+        model: the open_clip CLIP to train (in place).
+        tokenizer: captions -> (N, context) tokens.
+        source: the image-caption pairs (`eclip.data.pairs.PairSource`).
+        settings: steps, batch, learning rate, ...
+        record: the model folder's config (arch, open_clip, preprocess, pooling, training), written
+            with the weights so the output loads by path; its `training` record is the recipe.
+        embedder: images -> `ImageEmbedding` (the pooling head, its masks).
+        trainable: which parameters change (by name).
+        loss: the loss terms' fields; `terms` the extra terms they make (dense, distillation, ...).
+        batchnorm_eval: keep BatchNorm statistics frozen (fine-tuning a ResNet).
+    """
+
+    model: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    source: PairSource
+    settings: TrainSettings
+    record: dict[str, Any]
+    embedder: ImageEmbedder = native_image_embedder
+    trainable: Callable[[str], bool] = everything
+    loss: LossTerms = field(default_factory=LossTerms)
+    terms: tuple[LossTerm, ...] = ()
+    batchnorm_eval: bool = False
 
 
 @dataclass
 class TrainResult:
+    """A finished (or stopped) run: its folder, the loss of each step, the mean of each loss term over this call's
+    steps, and the (name, reason) of each pair the source skipped (an undecodable file)."""
+
     out: Path
     losses: list[float]
     steps_done: int
     seconds: float
-
-
-def native_image_embedder(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The model's own pooled embedding (class token / attention pool)."""
-    return model.encode_image(images)
+    terms: dict[str, float] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, trainable: Callable[[str], bool]) -> list[dict]:
@@ -153,51 +198,43 @@ def to_model_input(images: torch.Tensor, size: tuple[int, int], mean, std) -> to
     return (images - mean_t) / std_t
 
 
-def train(
-    model: torch.nn.Module,
-    model_config: dict[str, Any],
-    source: PairSource,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    out: Path,
-    settings: TrainSettings,
-    *,
-    image_embedder: ImageEmbedder = native_image_embedder,
-    trainable: Callable[[str], bool] = lambda name: True,
-    resume: bool = False,
-    stop_after: int | None = None,
-    progress: bool = True,
-    batchnorm_eval: bool = False,
-) -> TrainResult:
-    """Train `model` contrastively on `source`; write checkpoints and the model folder to `out`.
+def run_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must share with the saved one: the model config and the recipe, less how often it checkpoints."""
+    training = dict(record.get("training") or {})
+    training["settings"] = {k: v for k, v in (training.get("settings") or {}).items() if k != "checkpoint_every"}
+    return {"model": {k: v for k, v in record.items() if k != "training"}, "training": training}
+
+
+def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          workers: int = 0) -> TrainResult:
+    """Train `run.model` contrastively on `run.source`; write checkpoints and the model folder to `out`.
 
     Args:
-        model_config: the eclip model config (open_clip section, preprocess, pooling); written
-            with the weights so the output loads by path.
-        resume: continue from `out/train_state.safetensors` with the same settings; without it a folder
+        resume: continue from `out/train_state.safetensors` with the same recipe; without it a folder
             that holds a run is refused before anything in it is read.
         stop_after: end this call after that many steps (the schedule still spans `settings.steps`).
-        batchnorm_eval: keep BatchNorm statistics frozen (fine-tuning a ResNet).
+        workers: DataLoader processes making, decoding and tokenizing batches (`eclip.data.loader`); 0: this process.
     Under torchrun `settings.batch_size` is the global batch; it must divide by the world size.
     """
     out = Path(out)
+    model, settings, record = run.model, run.settings, run.record
     rank, size = world()
     if settings.batch_size % size:
-        raise CheckpointError(f"--batch-size {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
-    local = settings.batch_size // size
+        raise RecipeError(f"`settings.batch_size` {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
-    pre = model_config["preprocess"]
+    pre = record["preprocess"]
     size = (pre["image_size"], pre["image_size"]) if isinstance(pre["image_size"], int) else tuple(pre["image_size"])
-    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay, trainable), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay, run.trainable), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = cosine_schedule(optimizer, settings.warmup, settings.steps)
     start, losses = 0, []
-    check_run_folder(out, resume)  # without --resume nothing is read from an existing run
+    check_run_folder(out, resume)  # without resume nothing is read from an existing run
     if rank == 0:
         remove_stale_temps(out, RUN_FILES)
-    run = {"settings": {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}, "model": model_config}
+    identity = run_identity(record)
     state = load_state(out) if resume else None
     if state is not None:
-        check_same_run(out, state.get("run"), run)
+        check_same_run(out, state.get("run"), identity)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -205,35 +242,39 @@ def train(
         start, losses = int(state["step"]), list(state.get("losses", []))
         log.info("resumed %s at step %d", out, start)
     end = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
-    record = {**model_config, "training": {**asdict(settings)}}
 
     def checkpoint(step: int) -> None:
         if rank == 0:
             save_model_folder(out, model, record)
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": run})
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": identity})
         barrier()
 
     model.train()
-    if batchnorm_eval:
+    if run.batchnorm_eval:
         freeze_batchnorm(model)
     trained = [p for p in model.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
     began = time.time()
+    feed = TrainingFeed(run.source, run.tokenizer, settings.batch_size, range(start, end), device, workers=workers)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
-        images, captions = batch_part(source, step, settings.batch_size, rank * local, (rank + 1) * local)
-        x = to_model_input(images.to(device, non_blocking=True), size, pre["mean"], pre["std"])
-        embedded = image_embedder(model, x)
+        images, tokens = next(feed)
+        x = to_model_input(images, size, pre["mean"], pre["std"])
+        embedded = run.embedder(model, x)
+        img = gather_with_grad(F.normalize(embedded.pooled, dim=-1))
+        text = F.normalize(model.encode_text(tokens), dim=-1)
+        txt = gather_with_grad(text)
         negatives = valid = None
-        if isinstance(embedded, torch.Tensor):
-            img = embedded
-        else:  # a head that also pools the background (ECLIP with background negatives)
-            img = embedded.pooled
+        if run.loss.background_negatives != "none":  # ECLIP with background negatives: the background pooled outside each mask
             negatives = gather_with_grad(F.normalize(embedded.negatives, dim=-1))
             valid = gather_with_grad(embedded.valid.float()).bool()
-        img = gather_with_grad(F.normalize(img, dim=-1))
-        txt = gather_with_grad(F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1))
         loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
+        parts = {"contrastive": loss.detach()}
+        for term in run.terms:  # the recipe's other loss terms, each already weighted
+            value = term(model, x, tokens, embedded, text)
+            parts[term.name] = value.detach()
+            loss = loss + value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(trained)
@@ -244,13 +285,18 @@ def train(
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == end:
             checkpoint(step + 1)
+    feed.close()
     model.eval()
     if start == end and not (out / "config.json").exists():
         checkpoint(end)
     if rank == 0:
         atomic_write_text(out / "losses.json", json.dumps(losses))
         remove_stale_temps(out, RUN_FILES)
-    return TrainResult(out=out, losses=losses, steps_done=end, seconds=time.time() - began)
+    done = max(1, end - start)
+    return TrainResult(out=out, losses=losses, steps_done=end, seconds=time.time() - began,
+                       terms={name: total / done for name, total in sums.items()}, skipped=list(getattr(run.source, "skipped", [])))

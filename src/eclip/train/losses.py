@@ -1,4 +1,12 @@
-"""The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020), and ECLIP's background negatives.
+"""The loss of a training run: which terms it has (`LossTerms`), the CLIP contrastive loss, and its variants.
+
+The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020) is always there; `LossTerms`
+says which variants and extra terms a run adds, so the loop picks the loss by these fields and
+never by what the embedder happens to return. Every variant and term beyond the contrastive loss
+is ours, not the paper's: background negatives (below), the dense term (`dense_contrast_loss`),
+and two ways to keep zero-shot by construction, distillation towards the starting model
+(`distillation_loss`) and L2-SP towards its weights (`l2sp_loss`); the third, the text tower
+frozen, is the recipe's `train="visual"`.
 
 Symmetric InfoNCE over a batch of matched image-text pairs with a learned temperature: each
 image must pick its own caption among the batch's captions and each caption its own image.
@@ -12,8 +20,94 @@ outside each mask): the text-to-image softmax runs over N foregrounds and N back
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
+
+from eclip.errors import RecipeError
+
+BACKGROUND_NEGATIVES = ("none", "max", "avg")
+DENSE_FORMS = ("none", "margin", "softmax")
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss terms of a run, one field each (a new term is a new field whose default is "off").
+
+    All of them are ours (the paper's loss is the contrastive one alone); see the module docstring.
+
+    Attributes:
+        background_negatives: "none", or how the background outside each training mask is pooled
+            into an extra negative of the text-to-image softmax: "max" (the head's max) or "avg"
+            (needs the `masked_max` head, whose mask it reads).
+        dense: "none", or the dense term's form: "margin" or "softmax" (`dense_contrast_loss`),
+            with any head; its mask is the free-attention mask of the recipe's pooling config.
+        dense_weight: the dense term's weight.
+        dense_margin: the gap between the foreground's and the background's mean cosine the
+            "margin" form asks for.
+        distill: weight of the distillation term (`distillation_loss`): the pooled image
+            embedding zero-shot reads, and the caption embedding, pulled towards the starting
+            model's (0: off).
+        l2sp: weight of the L2-SP term (`l2sp_loss`): the squared distance of the trained
+            weights from the starting weights (0: off).
+    """
+
+    background_negatives: str = "none"
+    dense: str = "none"
+    dense_weight: float = 1.0
+    dense_margin: float = 0.1
+    distill: float = 0.0
+    l2sp: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("background_negatives", BACKGROUND_NEGATIVES), ("dense", DENSE_FORMS)):
+            if getattr(self, name) not in allowed:
+                raise RecipeError(f"`loss.{name}` {getattr(self, name)!r} is unknown; use one of {', '.join(allowed)}")
+        for name in ("dense_weight", "dense_margin", "distill", "l2sp"):
+            if not getattr(self, name) >= 0:
+                raise RecipeError(f"`loss.{name}` {getattr(self, name)} must be >= 0")
+
+
+@dataclass
+class ImageEmbedding:
+    """What an image embedder returns for (N, 3, H, W) images.
+
+    Attributes:
+        pooled: (N, D) the head's embedding the contrastive loss reads (masked in training).
+        negatives: (N, D) the background pooled outside each mask (background negatives), or None.
+        valid: (N,) bool, False where an image has no background (its mask covers every location).
+        dense: (N, h, w, D) the dense projected features, when a term reads them.
+        mask: (N, h, w) bool foreground masks, when the run makes them.
+        served: (N, D) the embedding the model serves (its head without a mask: what zero-shot
+            reads), when it differs from `pooled`; `image_embedding` gives one or the other.
+    """
+
+    pooled: torch.Tensor
+    negatives: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    served: torch.Tensor | None = None
+
+    @property
+    def image_embedding(self) -> torch.Tensor:
+        """(N, D) what the trained model returns for these images at inference (no training mask)."""
+        return self.pooled if self.served is None else self.served
+
+
+class LossTerm(Protocol):
+    """A term added to the contrastive loss: `term(model, images, tokens, embedded, text)` -> a weighted scalar.
+
+    `images` are this process's (N, 3, H, W) model-ready images, `tokens` their (N, L) caption
+    tokens, `text` the (N, D) L2-normalised caption embeddings (row i the caption of image i).
+    """
+
+    name: str
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
+                 text: torch.Tensor) -> torch.Tensor: ...
 
 
 def clip_loss(
@@ -55,3 +149,56 @@ def _soft_targets(text_features: torch.Tensor) -> torch.Tensor:
         same = (text_features @ text_features.T) > 1 - 1e-6
         same |= torch.eye(len(text_features), dtype=torch.bool, device=text_features.device)
         return same.float() / same.sum(dim=1, keepdim=True)
+
+
+def dense_contrast_loss(dense: torch.Tensor, mask: torch.Tensor, text: torch.Tensor, form: str = "margin", margin: float = 0.1,
+                        scale: torch.Tensor | float = 100.0) -> torch.Tensor:
+    """Each caption's own image: its foreground tokens should score above its background tokens (ours).
+
+    The ITSM of a caption is the cosine of each dense feature with the caption's *full* text
+    embedding, the part all captions share included: the part a contrastive loss over captions
+    leaves free (README, "Where the shift lives"), and the one whose sign the ITSM takes. This
+    term places it: with `mask` the free-attention foreground mask ECLIP's masked max pools over,
+    - "margin": relu(margin - (mean cosine over the foreground - mean over the background)), the
+      quantity the mean score contrast measures, so every location gets gradient;
+    - "softmax": -log of the share of a softmax over the image's locations (logits `scale` x
+      cosine) that falls on the foreground.
+    Images whose mask covers every location or none are left out.
+
+    Args:
+        dense: (N, h, w, D) dense projected features; mask: (N, h, w) bool; text: (N, D) L2-normalised.
+    Returns the mean over the images that have both a foreground and a background (0 if none has).
+    """
+    cos = torch.einsum("nld,nd->nl", F.normalize(dense.flatten(1, 2), dim=-1), text.to(dense.dtype))
+    fg = mask.flatten(1).to(torch.bool)
+    valid = fg.any(dim=1) & (~fg).any(dim=1)
+    if not valid.any():
+        return cos.sum() * 0.0
+    cos, fg = cos[valid], fg[valid]
+    if form == "margin":
+        inside = (cos * fg).sum(dim=1) / fg.sum(dim=1)
+        outside = (cos * ~fg).sum(dim=1) / (~fg).sum(dim=1)
+        return F.relu(margin - (inside - outside)).mean()
+    if form == "softmax":
+        log_p = F.log_softmax(scale * cos, dim=1)
+        return -torch.logsumexp(log_p.masked_fill(~fg, float("-inf")), dim=1).mean()
+    raise ValueError(f"unknown dense form {form!r}")
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(N, D) embeddings -> mean of 1 - cosine(student, teacher): the student's directions pulled to the teacher's.
+
+    Learning without forgetting by distillation (Li & Hoiem 2016, arXiv 1606.09282), here on the
+    embeddings zero-shot compares: only their directions matter to a cosine classifier.
+    """
+    return (1.0 - F.cosine_similarity(student, teacher.to(student.dtype), dim=-1)).mean()
+
+
+def l2sp_loss(parameters: list[torch.nn.Parameter], anchors: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over `parameters` of the squared distance to their `anchors` (the starting weights).
+
+    L2-SP (Li, Grandvalet & Davoine 2018, arXiv 1802.01483): weight decay towards the pretrained
+    weights instead of towards zero, so the fine-tune stays near the model that zero-shot is
+    measured on.
+    """
+    return sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchors))

@@ -1,15 +1,16 @@
-"""The Gradio web demo that `eclip serve` starts: widgets and wiring only.
+"""The Gradio page of the web demo, and `serve`, which `eclip serve` calls: widgets and wiring only.
 
-What the page computes, limits and checks lives in `eclip.serve` (tested without a browser);
-this module lays it out and turns every expected error into one line in the page. Gradio's
-analytics are switched off before it is imported, the page loads no web font, and nothing is
-shared: a server started here talks to the browsers that reach it and to nothing else.
+What the page computes, limits and checks lives in the rest of `eclip.serve` (tested without a
+browser); this module lays it out and turns every expected error into one line in the page.
+Gradio's analytics are switched off before it is imported, the page loads no web font, and
+nothing is shared: a server started here talks to the browsers that reach it and to nothing else.
 """
 from __future__ import annotations
 
 import html
 import logging
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 
@@ -184,3 +185,17 @@ def launch(demo: gr.Blocks, host: str, port: int, limits: ServeLimits, concurren
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         css=CSS, quiet=quiet,
     )
+
+
+def serve(models: ModelCache, limits: ServeLimits, host: str, port: int, concurrency: int = 1, queue_size: int = 32,
+          ready: Callable[[], None] | None = None) -> None:
+    """Load the start-up models, call `ready` (the caller's moment to say where the page is), and serve the
+    page until interrupted; the uploads' folder is removed at the end."""
+    models.load_start_up()
+    if ready is not None:
+        ready()
+    workspace = Workspace()
+    try:
+        launch(build_app(models, limits, workspace=workspace), host, port, limits, concurrency, queue_size, quiet=True)
+    finally:
+        workspace.close()
