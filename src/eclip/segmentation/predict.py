@@ -137,15 +137,7 @@ class Segmenter:
 def cliptrase_features(method, model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CLIPtrase's pass: dense features (B, h, w, D), the recalibrated correlation (B, hw, hw), and the
     class token's output (B, D) after the same modified last block (their `visual_features[0, 0]`)."""
-    from eclip.methods.cliptrase import patch_correlation, self_correlation_attention, without_global_patch
-    from eclip.methods.vit_paths import block_with_attention, dense_from_tokens, tokens_before
+    from eclip.methods.vit_paths import dense_from_tokens
 
-    if model.num_layers < 2:
-        raise MethodError(f"method 'cliptrase' needs a ViT with at least 2 blocks; {model.name} has {model.num_layers}")
-    x = tokens_before(model, images, model.num_layers - 2)
-    before_last = model.blocks[-2]
-    q, k, v = before_last.qkv(before_last.ln_1(x))
-    correlation = without_global_patch(patch_correlation(q, k, v))
-    x, _ = model.forward_blocks(x, model.num_layers - 2, model.num_layers - 1)
-    y = block_with_attention(model.blocks[-1], x, self_correlation_attention)
-    return dense_from_tokens(model, y, images), correlation, model.head(y[:, :1])[:, 0]
+    tokens, correlation = method.tokens(model, images)
+    return dense_from_tokens(model, tokens, images), correlation, model.head(tokens[:, :1])[:, 0]
