@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 from eclip.data.phrases import SyntheticPhrases
-from eclip.data.registry import SyntheticEval
-from eclip.data.synthetic import TEST_SEED, write_dataset
+from eclip.data.synthetic import TEST_SEED, SyntheticEval, write_dataset
 from eclip.methods.base import available_methods, get_method
 from eclip.models.loading import bundled_models, load_model
 from eclip.segmentation import Segmenter, dataset_vocabulary, protocol_for

@@ -116,6 +116,7 @@ def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, te
     """`eclip explain --segment`: one label map per image (`eclip.segmentation.files`)."""
     from tqdm import tqdm
 
+    from eclip.explain import unique_stems
     from eclip.segmentation import Segmenter, Vocabulary
     from eclip.segmentation.files import Failed, segment_files
     from eclip.segmentation.protocol import protocol_for_texts
@@ -126,11 +127,11 @@ def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, te
     segmenter = Segmenter(adapter, method, vocabulary, protocol)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    results = segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.name}")
+    results = segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.label}")
     for result in tqdm(results, total=len(paths), desc="segment", unit="image", file=sys.stderr):
         if isinstance(result, Failed):
             failed += 1
             typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
-    typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.name} on {adapter.name} -> {out}")
+    typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.label} on {adapter.name} -> {out}")
     if failed:
         raise typer.Exit(code=1)

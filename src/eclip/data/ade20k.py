@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eclip.data.base import find_root, read_classnames
 from eclip.data.label_folder import LabelFolderDataset, value_table
-from eclip.data.registry import find_root, read_classnames
 
 
 class ADE20KDataset(LabelFolderDataset):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eclip.data.base import find_root, read_classnames
 from eclip.data.label_folder import LabelFolderDataset, value_table
-from eclip.data.registry import find_root, read_classnames
 
 #: cityscapesScripts' id -> trainId of the 19 evaluated classes (all other ids are ignored).
 LABEL_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eclip.data.base import find_root, read_classnames
 from eclip.data.coco import COCODataset
 from eclip.data.label_folder import LabelFolderDataset, value_table
-from eclip.data.registry import find_root, read_classnames
 from eclip.errors import DatasetError
 
 #: COCO-Stuff label values (category id - 1) never used by any annotation.

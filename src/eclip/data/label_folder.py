@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eclip.data.registry import EvalDataset, SkippedImage, load_rgb
+from eclip.data.base import EvalDataset, SkippedImage, load_rgb
 from eclip.data.sample import Sample
 from eclip.data.voc import read_labels, split_labels
 from eclip.errors import DatasetError

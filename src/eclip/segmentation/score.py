@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eclip.data.registry import EvalDataset
+from eclip.data.base import EvalDataset
 from eclip.data.sample import Sample
 from eclip.metrics.segmentation import ConfusionMatrix
 from eclip.segmentation.predict import Segmentation, Segmenter
