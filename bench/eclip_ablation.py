@@ -173,13 +173,12 @@ def measure_model(path: str, methods: list[str], seeds: dict[str, int], n: int, 
     import torch
 
     from eclip.data.synthetic import CLASSNAMES
-    from eclip.methods.base import available_methods, get_method
+    from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.shift import measure, synthetic_samples
 
     torch.set_num_threads(threads)
-    known = available_methods()
-    chosen = {m: get_method(m) for m in methods if m in known}
+    chosen = {method.label: method for method in map(get_method, methods)}
     model = load_model(path, device=device)
     return {name: measure(model, chosen, synthetic_samples(seed, n, size), list(CLASSNAMES), "single", batch_size=100)
             for name, seed in seeds.items()}

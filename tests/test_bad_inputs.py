@@ -68,9 +68,23 @@ def sandbox(tmp_path_factory) -> Path:
     done = eclip(["train", "--config", "tiny.json", "--out", "run", "--steps", "2", "--batch-size", "4", "--warmup", "1",
                   "--scene-size", "32"], box)
     assert done.returncode == 0, done.stderr
+    shutil.copytree(box / "run", box / "badstate")  # a training state whose header says step "ten"
+    _rewrite_step(box / "badstate" / "train_state.safetensors", "ten")
     (box / "pickled").mkdir()
     torch.save({"step": 1, "model": _Payload(box / "pwned")}, box / "pickled" / "train_state.pt")
     return box
+
+
+def _rewrite_step(path: Path, step) -> None:
+    """Put `step` into the JSON header of a training state, keeping its tensors (what a hand edit can do)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    saved = json.loads(metadata["eclip_train_state"])
+    saved["state"]["step"] = step
+    save_file(tensors, str(path), metadata={"eclip_train_state": json.dumps(saved)})
 
 
 def fingerprint(root: Path) -> dict[str, tuple[int, int] | None]:
@@ -112,6 +126,22 @@ CASES = [
     ("explain-model-nan-weights", ["explain", IMG, "--text", "a", "--model", "nan"], ["nan/model.safetensors", "visual.proj", "NaN"]),
     ("explain-pretrained-for-a-folder", ["explain", IMG, "--text", "a", *TINY, "--pretrained", "openai"], ["--pretrained openai"]),
     ("explain-unknown-option", ["explain", IMG, "--bogus"], ["--bogus"]),
+    ("explain-template-only-escaped-braces", ["explain", IMG, "--text", "a", *TINY, "--template", "{{}}"],
+     ["--template '{{}}'", "has no {} where the text goes"]),
+    ("explain-interactions-function-words-only", ["explain", IMG, "--text", "the of", *TINY, "--method", "interactions"],
+     ["--text 'the of'", "no content word"]),
+    # decompose and textspan: as strict as explain
+    ("decompose-empty-folder", ["decompose", "empty", "--text", "a", *TINY], ["no image found in empty"]),
+    ("decompose-missing-file", ["decompose", "nope.png", "--text", "a", *TINY], ["nope.png: no such file or folder"]),
+    ("decompose-size-0", ["decompose", IMG, "--text", "a", *TINY, "--size", "0"], ["--size 0", ">= 16"]),
+    ("decompose-size-30000", ["decompose", IMG, "--text", "a", *TINY, "--size", "30000"], ["--size 30000", "<= 4096"]),
+    ("decompose-template-only-escaped-braces", ["decompose", IMG, "--text", "a", *TINY, "--template", "{{}}"], ["--template '{{}}'"]),
+    ("decompose-out-is-file", ["decompose", IMG, "--text", "a", *TINY, "-o", "notes.txt"], ["notes.txt"]),
+    ("textspan-layers-beyond-the-model", ["textspan", IMG, *TINY, "--layers", "99"], ["--layers 99", "has 2 layers"]),
+    ("textspan-layers-0", ["textspan", IMG, *TINY, "--layers", "0"], ["--layers 0"]),
+    ("textspan-out-is-file", ["textspan", IMG, *TINY, "-o", "notes.txt"], ["notes.txt"]),
+    ("textspan-pool-missing", ["textspan", IMG, *TINY, "--pool", "nopool.txt"], ["nopool.txt: no such file or folder"]),
+    ("textspan-template-only-escaped-braces", ["textspan", IMG, *TINY, "--template", "{{}}"], ["--template '{{}}'"]),
     # evaluate
     ("evaluate-threshold-step-0", ["evaluate", *DATA, *TINY, "--threshold-step", "0"], ["--threshold-step 0"]),
     ("evaluate-threshold-step-negative", ["evaluate", *DATA, *TINY, "--threshold-step", "-0.1"], ["--threshold-step -0.1"]),
@@ -154,6 +184,11 @@ CASES = [
                                     "--warmup", "1", "--scene-size", "32", "--lr", "0.001", "--resume"], ["lr", "0.001"]),
     ("train-resume-with-other-batch", ["train", "--config", "tiny.json", "--out", "run", "--steps", "2", "--batch-size", "8",
                                        "--warmup", "1", "--scene-size", "32", "--resume"], ["batch_size", "8"]),
+    ("train-resume-a-model-without-training-state", ["train", "--config", "tiny.json", "--out", "tiny", "--steps", "2", "--resume"],
+     ["nothing to resume in --out tiny", "model.safetensors"]),
+    ("train-resume-state-field-of-the-wrong-type", ["train", "--config", "tiny.json", "--out", "badstate", "--steps", "2",
+                                                    "--batch-size", "4", "--warmup", "1", "--scene-size", "32", "--resume"],
+     ["badstate/train_state.safetensors", "`step`"]),
     ("train-crafted-pickle-without-resume", ["train", "--config", "tiny.json", "--out", "pickled", "--steps", "2"], ["pickled"]),
     ("train-crafted-pickle-with-resume", ["train", "--config", "tiny.json", "--out", "pickled", "--steps", "2", "--resume"],
      ["train_state.pt"]),
@@ -163,9 +198,11 @@ CASES = [
     ("demo-device-banana", ["demo", "--device", "banana"], ["banana"]),
     ("report-missing-results", ["report", "nope.json"], ["nope.json"]),
     ("unknown-verb", ["explian"], ["explian"]),
+    ("mistyped-verb", ["evalute"], ["unknown verb 'evalute'; did you mean evaluate?"]),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, names", [pytest.param(*c[1:], id=c[0]) if isinstance(c[0], str) else c for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(sandbox, args, names):
     before = fingerprint(sandbox)
@@ -180,6 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(sandbox, args, names):
     assert not (sandbox / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_read_only_file_system_is_one_line_and_writes_nothing(sandbox, tmp_path):
     """-o on a read-only mount (a tmpfs mounted read-only in a private mount namespace, where the system allows it)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
@@ -196,6 +234,7 @@ def test_read_only_file_system_is_one_line_and_writes_nothing(sandbox, tmp_path)
     assert list(ro.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_debug_shows_the_full_traceback(sandbox):
     env = {**os.environ, "ECLIP_DEBUG": "1"}
     command = [sys.executable, "-m", "eclip.cli", "explain", IMG, "--text", "a", *TINY, "--device", "banana"]

@@ -103,12 +103,17 @@ def _set(path: str, value):
     ("preprocess.std", [0.25, 0.0, 0.25], "preprocess.std is [0.25, 0.0, 0.25], and every value must be above 0"),
     ("preprocess.mean", [0.5, float("nan"), 0.5], "preprocess.mean is [0.5, nan, 0.5], not three finite numbers"),
     ("preprocess", "fast", "preprocess is a str, not an object"),
-    ("pooling", {"head": "banana"}, "pooling"),
 ])
 def test_config_values_are_checked_before_anything_is_built(tmp_path, tiny, field, value, says):
     folder = folder_with(tmp_path, tiny, edit=_set(field, value))
     message = one_line_error(str(folder))
     assert message.startswith(f"{folder / 'config.json'}: ") and says in message, message
+
+
+def test_a_pooling_head_that_does_not_exist_names_the_folder_and_its_config(tmp_path, tiny):
+    folder = folder_with(tmp_path, tiny, edit=_set("pooling", {"head": "banana"}))
+    message = one_line_error(str(folder))
+    assert message.startswith(f"{folder}: pooling: ") and "'banana' is unknown" in message and "config.json" in message, message
 
 
 @pytest.mark.parametrize("raw, says", [("[1, 2]", "is a JSON list, not an object"), ("{oops", "unreadable model config")])
@@ -242,6 +247,7 @@ def test_cached_weights_load_without_the_network(offline_hub, monkeypatch):
     assert constants.HF_HUB_OFFLINE is False
 
 
+@pytest.mark.slow
 def test_the_command_line_says_offline_in_one_line_with_its_options(tmp_path):
     """`eclip explain --model ViT-B-16 --pretrained openai` with the hub out of reach: one line naming the options, no retries."""
     import os

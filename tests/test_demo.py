@@ -37,22 +37,31 @@ def test_the_demo_command_writes_a_figure_per_sample_with_vanilla_eclip_and_free
     for image_id in ids:
         assert (tmp_path / "demo" / f"{image_id}.png").stat().st_size > 10_000
     report = json.loads((tmp_path / "demo" / "contrasts.json").read_text())
-    panels = set(report["mean"])
+    panels = set(report["msc"])
     expected = {f"{name} ITSM" for name in bundled_models()} | {"synth-vit free attn", "synth-rn free attn"}
-    assert panels == expected
-    assert all(-1 <= value <= 1 for value in report["mean"].values())
+    assert panels == expected and report["unit"] == "percent"
+    assert all(-100 <= value <= 100 for value in report["msc"].values())
+    assert "mSC % over " in result.output and "contrast" not in result.output
 
 
-def test_the_mean_contrast_is_the_mean_of_the_figures_contrasts(tmp_path):
-    """The printed means come from the metric suite; the figures' contrasts from the same maps, pair by pair."""
+def test_the_msc_is_the_mean_of_the_figures_contrasts_and_n_takes_the_first_images(tmp_path):
+    """The printed mSC % come from the metric suite; the figures' SC % from the same maps, pair by pair."""
     from eclip.demo import run_demo
 
-    result = run_demo(tmp_path / "demo", models=["synth-vit"], batch_size=4, progress=False)
+    result = run_demo(tmp_path / "demo", models=["synth-vit"], batch_size=3, progress=False, n=4)
     values: dict[str, list[float]] = {}
     for by_class in result.per_image.values():
         for by_panel in by_class.values():
             for title, value in by_panel.items():
                 values.setdefault(title, []).append(value)
-    assert result.mean.keys() == values.keys() and len(result.figures) == len(result.per_image) >= 4
+    ids = [record["id"] for record in SyntheticDataset(samples_root()).records]
+    assert list(result.per_image) == ids[:4] and [f.stem for f in result.figures] == ids[:4]
+    assert result.msc.keys() == values.keys()
     for title, contrasts in values.items():
-        assert result.mean[title] == pytest.approx(float(np.mean(contrasts)), rel=1e-9, abs=1e-12)
+        assert result.msc[title] == pytest.approx(float(np.mean(contrasts)), rel=1e-9, abs=1e-9)
+    assert json.loads((tmp_path / "demo" / "contrasts.json").read_text())["per_image"] == result.per_image
+
+
+def test_demo_n_must_be_positive(tmp_path):
+    result = CliRunner().invoke(cli.app, ["demo", "--n", "0", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 2 and "--n" in result.output and not (tmp_path / "demo").exists()

@@ -12,8 +12,8 @@ from eclip.errors import RecipeError
 from eclip.models.loading import load_model
 from eclip.models.pooling import PoolingConfig
 from eclip.train import DataRecipe, FinetuneRecipe, LossTerms, Start, TrainSettings, build_run, finetune
-from eclip.train.finetune import make_embedder
 from eclip.train.losses import dense_contrast_loss, distillation_loss, l2sp_loss
+from eclip.train.parts import make_embedder
 from eclip.train.terms import DenseTerm, DistillTerm, L2SPTerm
 
 

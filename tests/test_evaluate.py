@@ -204,6 +204,7 @@ def test_resume_after_an_interruption_equals_one_pass(synth, models, tmp_path, m
         evaluate(EvalConfig("synthetic", synth, models=[str(models["vit"])], limit=3), partial=partial, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_single_process_records(synth, models, tmp_path):
     """A real `torchrun --nproc_per_node 2` (gloo) run of `eclip evaluate`: rank r takes images r, r + 2, ...;
     the metric sums are all-reduced, rank 0 writes the records, equal to one process's."""

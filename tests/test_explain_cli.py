@@ -105,3 +105,17 @@ def test_a_misspelt_method_or_option_is_one_line_with_the_closest_name(model_dir
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+def test_interactions_names_a_text_of_function_words_that_gets_no_panel(model_dir, images, tmp_path):
+    """`interactions` draws a panel per content word: a text of function words alone is named, not silently left out."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["explain", str(images / "wide.png"), "--text", "a red star", "--text", "of the",
+                                          "--method", "interactions:steps=2", "--model", str(model_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("eclip: warning:")]
+    assert len(warnings) == 1 and "'of the'" in warnings[0] and "no content word" in warnings[0], result.output
+    assert "'a red star'" not in result.output
+    record = json.loads((out / "wide.json").read_text())
+    assert [w["word"] for w in record["interactions"]["a red star"]["words"]] == ["red", "star"]
+    assert record["interactions"]["of the"]["words"] == []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from helpers import TINY_VIT_CONFIG
 from PIL import Image
 
 from eclip.data.loader import IndexedBatches, TrainingFeed
-from eclip.data.pairs import CsvPairs, FolderPairs, SyntheticPairs, WebDatasetPairs, open_pairs
+from eclip.data.pairs import CsvPairs, FolderPairs, SyntheticPairs, open_pairs
 from eclip.data.synthetic import batch_of_scenes
 from eclip.models.loading import simple_tokenizer
 from eclip.train.loop import Run, TrainSettings, to_model_input, train
@@ -114,17 +113,3 @@ def test_a_spreadsheet_csv_with_bom_and_crlf_reads_its_header_as_a_header(tmp_pa
     pairs = open_pairs(str(tmp_path / "pairs.csv"), 16)
     assert isinstance(pairs, CsvPairs) and pairs.captions == ["a red, bright square", "a blue square"]
     assert [n for n, _ in pairs.skipped] == [f"{tmp_path / 'pairs.csv'}:5"] and "caption" in pairs.skipped[0][1]
-
-
-def test_binary_captions_in_shards_are_skipped_and_counted(tmp_path):
-    with tarfile.open(tmp_path / "s.tar", "w") as tar:
-        for key, data in [("0.png", _png("red")), ("0.txt", b"a red one"), ("1.png", _png("blue")), ("1.txt", _png("blue")),
-                          ("2.png", _png("green")), ("2.txt", "\ufeffa green one".encode())]:
-            info = tarfile.TarInfo(key)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    pairs = WebDatasetPairs([tmp_path / "s.tar"], 16)
-    assert sorted(pairs.captions) == ["a green one", "a red one"]
-    assert [(n.rsplit(":", 1)[-1], r) for n, r in pairs.skipped] == [("1", "caption file is binary, not UTF-8 text")]
-    images, _ = pairs.batch(0, 2)
-    assert images.dtype == torch.uint8 and {tuple(image[:, 0, 0].tolist()) for image in images} == {(255, 0, 0), (0, 128, 0)}

@@ -275,6 +275,7 @@ def _all_reduce_worker(rank: int, world: int, init: str, queue) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_all_reduce_across_two_processes_equals_one_pass(tmp_path):
     import torch.multiprocessing as mp
 

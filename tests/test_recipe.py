@@ -12,8 +12,8 @@ from eclip.errors import RecipeError
 from eclip.models.loading import BUNDLED, bundled_dir, load_model
 from eclip.models.pooling import PoolingConfig
 from eclip.train import DataRecipe, FinetuneRecipe, LossTerms, Start, TrainSettings, build_run, finetune, read_recipe, recipe_of
-from eclip.train.finetune import make_embedder
 from eclip.train.loop import train
+from eclip.train.parts import make_embedder
 
 ECLIP = FinetuneRecipe(pooling=PoolingConfig(head="masked_max", mask_source="similarity", mask_mass=0.5),
                        loss=LossTerms(background_negatives="max"),
@@ -30,6 +30,13 @@ def _cli(*args: str):
 
 def _weights(folder) -> dict[str, torch.Tensor]:
     return load_model(str(folder)).model.state_dict()
+
+
+def test_finetune_is_the_one_call_whatever_was_imported_before():
+    import eclip.train
+    import eclip.train.parts  # noqa: F401  (a submodule named `finetune` used to replace the function on the package)
+
+    assert eclip.train.finetune is finetune and callable(eclip.train.finetune)
 
 
 def test_a_recipe_round_trips_through_json_and_the_model_record():

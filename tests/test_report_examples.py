@@ -1,4 +1,4 @@
-"""The report's example overlays show the contrasts the table's mSC averages, on a VOC folder with ignored pixels."""
+"""The report's example figures show the contrasts the table's mSC averages, on a VOC folder with ignored pixels."""
 from __future__ import annotations
 
 import json
@@ -45,13 +45,14 @@ def test_the_overlays_contrasts_average_to_the_tables_msc_on_voc(tmp_path, monke
                  "--batch-size", str(len(IMAGES)), "--no-perturbation", "-o", str(results))
     (record,) = json.loads(results.read_text())
     drawn = []
-    monkeypatch.setattr(overlay, "example_overlay", lambda model, method, image_id, image, maps, classes, contrasts, out:
-                        drawn.append((image_id, maps, list(contrasts))) or out / f"{image_id}.png")
+    monkeypatch.setattr(overlay, "image_figure", lambda image_id, image, classes, masks, columns, out:
+                        drawn.append((image_id, *columns)) or out)
     result = CliRunner().invoke(cli.app, ["report", str(results), "-o", str(tmp_path / "report"), "--dataset", "voc", "--root",
                                           str(root), "--examples", str(len(IMAGES))])
     assert result.exit_code == 0, (result.output, result.exception)
     assert [image_id for image_id, *_ in drawn] == list(IMAGES)
-    contrasts = [c for *_, values in drawn for c in values]
+    assert all(len(columns) == 1 for _, *columns in drawn)  # one record: one column of maps per image
+    contrasts = [c for _, (_, _, values) in drawn for c in values]
     assert record["n_pairs"] == len(contrasts) == 5 and not np.isnan(contrasts).any()
     assert 100 * np.mean(contrasts) == pytest.approx(record["msc"], rel=1e-9, abs=1e-12)
 
@@ -59,7 +60,7 @@ def test_the_overlays_contrasts_average_to_the_tables_msc_on_voc(tmp_path, monke
     from eclip.data.registry import open_dataset
 
     everywhere = []
-    for sample, (_, maps, _) in zip(open_dataset("voc", root), drawn):
+    for sample, (_, (_, maps, _)) in zip(open_dataset("voc", root), drawn):
         assert sample.ignore is not None and sample.ignore.any()
         everywhere += [float(m[mask].mean() - m[~mask].mean()) for m, mask in zip(maps, sample.masks.values())]
     assert abs(100 * np.mean(everywhere) - record["msc"]) > 1e-3

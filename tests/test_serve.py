@@ -22,6 +22,7 @@ from eclip.serve import (
     explain_request,
     parse_texts,
     read_upload,
+    request_bytes,
     resolve_template,
     write_figures,
 )
@@ -54,7 +55,7 @@ def test_a_map_from_the_page_equals_the_npy_of_eclip_explain(models, arch, metho
     assert result.exit_code == 0, result.output
     item = read_upload(image.read_bytes(), tmp_path, LIMITS)
     served = explain_request(cache, item, ["a star", "circle"], None, [paths[arch]], [method], tmp_path)
-    downloaded = np.load(served.figures[0].npy)
+    downloaded = np.load(served.npy(paths[arch], method))
     expected = np.load(out / f"{image.stem}.npy")
     assert downloaded.dtype == expected.dtype and downloaded.shape == expected.shape == (2, 160, 160)
     assert np.array_equal(downloaded, expected)
@@ -93,10 +94,11 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
     texts = [f"a {present[0]}", absent, "something else"]
     result = explain_request(cache, item, texts, "a photo of a {}.", [paths["vit"]], ["itsm"], tmp_path)
     first, missing, unnamed = result.panels
-    expected = float(ScoreContrast.per_pair(np.load(result.figures[0].npy)[:1], item.sample.masks[present[0]][None])[0])
-    assert first.contrast == pytest.approx(expected) and f"contrast {expected:+.2f}" in first.caption
-    assert missing.contrast_class == absent and missing.contrast is None and "no " in missing.caption
-    assert unnamed.contrast_class is None and "contrast" not in unnamed.caption
+    expected = float(ScoreContrast.per_pair(np.load(result.npy(paths["vit"], "itsm"))[:1], item.sample.masks[present[0]][None])[0])
+    assert first.contrast == pytest.approx(expected) and first.sc_percent == pytest.approx(100 * expected)
+    assert missing.contrast_class == absent and missing.contrast is None and missing.sc_percent is None
+    assert unnamed.contrast_class is None and unnamed.contrast is None
+    assert result.msc_percent(paths["vit"], "itsm") == pytest.approx(100 * expected)  # the mean over the maps that have one
 
 
 def test_vanilla_vs_eclip_lays_the_two_models_side_by_side(tmp_path):
@@ -105,10 +107,10 @@ def test_vanilla_vs_eclip_lays_the_two_models_side_by_side(tmp_path):
     assert cache.comparison(tuned) == cache.comparison(vanilla) == [vanilla, tuned]
     item = BundledSamples().get("000000")
     result = explain_request(cache, item, ["circle", "star"], None, [vanilla, tuned], ["itsm", "free_attention"], tmp_path)
-    assert result.columns == 4
+    assert result.columns == [(vanilla, "itsm"), (tuned, "itsm"), (vanilla, "free_attention"), (tuned, "free_attention")]
     assert [(p.model, p.method, p.text) for p in result.panels[:4]] == [
         (vanilla, "itsm", "circle"), (tuned, "itsm", "circle"), (vanilla, "free_attention", "circle"), (tuned, "free_attention", "circle")]
-    assert not np.array_equal(result.panels[0].heat, result.panels[1].heat)
+    assert not np.array_equal(np.asarray(Image.open(result.panels[0].tile)), np.asarray(Image.open(result.panels[1].tile)))
     assert all(p.contrast is not None for p in result.panels if p.text == "circle")
 
 
@@ -171,7 +173,7 @@ def test_a_text_longer_than_the_model_context_is_refused_before_any_map(models, 
 def test_templates_are_a_choice_or_a_pattern_with_braces():
     assert resolve_template("verbatim") is None and resolve_template("80 ImageNet templates (ensemble)") == "imagenet"
     assert resolve_template("a sketch of a {}.") == "a sketch of a {}."
-    with pytest.raises(TextInputError, match="has no '{}'"):
+    with pytest.raises(TextInputError, match="has no {} where the text goes"):
         resolve_template("a sketch")
 
 
@@ -218,25 +220,45 @@ def test_a_text_names_at_most_one_class(text, expected):
     assert contrast_class(text, ("circle", "star", "heart")) == expected
 
 
-def test_big_images_keep_full_size_maps_on_disk_and_display_size_ones_in_memory(models, tmp_path):
+def test_big_images_get_maps_capped_at_the_map_size_tiles_of_one_size_and_figures_drawn_later(models, tmp_path):
     cache, paths = models
     big = np.random.default_rng(0).integers(0, 255, (300, 900, 3), dtype=np.uint8)
     item = read_upload(png_bytes(big), tmp_path, LIMITS)
-    result = explain_request(cache, item, ["star", "ring"], None, [paths["vit"]], ["itsm", "gradcam"], tmp_path,
-                             limits=ServeLimits(display_side=300))
-    files = write_figures(result)
-    assert [f.suffix for f in files] == [".npy", ".png", ".npy", ".png"]
-    full = np.load(files[0])
-    assert full.shape == (2, 300, 900) and result.display.size == (300, 100)
-    assert result.panels[0].heat.shape == (100, 300) and np.isclose(result.panels[0].heat.mean(), full[0].mean(), atol=0.01)
+    limits = ServeLimits(map_side=450, tile_side=120, display_side=300)
+    result = explain_request(cache, item, ["star", "ring"], None, [paths["vit"]], ["itsm", "gradcam"], tmp_path, limits=limits)
+    capped = np.load(result.npy(paths["vit"], "itsm"))
+    assert capped.shape == (2, 150, 450) and capped.dtype == np.float32
+    assert all(Image.open(p.tile).size == (120, 40) for p in result.panels)
+    assert not list(tmp_path.glob("*.png"))  # the figures cost a figure each: drawn when the downloads are asked for
+    files = write_figures(tmp_path, BundledSamples(), limits)
+    assert [f.suffix for f in files] == [".npy", ".png", ".npy", ".png"] and files[0] == result.npy(paths["vit"], "itsm")
     assert Image.open(files[1]).size[0] > 300
+    (tmp_path / "full").mkdir()
+    full = explain_request(cache, item, ["star", "ring"], None, [paths["vit"]], ["itsm"], tmp_path / "full", limits=ServeLimits(map_side=0))
+    assert np.load(full.npy(paths["vit"], "itsm")).shape == (2, 300, 900)
+
+
+def test_a_request_writes_no_more_than_it_reserves(models, tmp_path):
+    from eclip.serve.request import figure_bytes, read_manifest
+    from eclip.serve.workspace import tree_size
+
+    cache, paths = models
+    item = read_upload(png_bytes(np.random.default_rng(1).integers(0, 255, (200, 330, 3), dtype=np.uint8)), tmp_path, LIMITS)
+    before = tree_size(tmp_path)
+    texts = ["star", "ring", "a red circle"]
+    explain_request(cache, item, texts, None, [paths["vit"], paths["resnet"]], ["itsm", "gradcam"], tmp_path)
+    written = tree_size(tmp_path) - before
+    assert 0 < written <= request_bytes((200, 330), 3, 2, 2, LIMITS)
+    manifest = read_manifest(tmp_path)
+    write_figures(tmp_path, BundledSamples(), LIMITS)
+    assert tree_size(tmp_path) - before - written <= figure_bytes(manifest)
 
 
 def test_serve_binds_loopback_and_warns_when_exposed(monkeypatch):
     import eclip.serve.page as page
 
     launched = []
-    monkeypatch.setattr(page, "launch", lambda demo, host, port, *rest, **kw: launched.append((host, port, demo)))
+    monkeypatch.setattr(page, "launch", lambda demo, workspace, host, port, *rest, **kw: launched.append((host, port, demo)))
     result = CliRunner().invoke(cli.app, ["serve", "--port", "7999"])
     assert result.exit_code == 0, result.output
     assert launched[-1][:2] == ("127.0.0.1", 7999) and "warning" not in result.output

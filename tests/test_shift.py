@@ -54,7 +54,7 @@ def test_shift_command_writes_the_report(tmp_path):
         assert 0 <= r["inverted_rate"] <= 1 and -100 <= r["msc"] <= 100 and 0 <= r["zero_shot"] <= 1 and r["n_images"] == 3
     assert records[0]["zero_shot"] == records[1]["zero_shot"]  # one number per model
     table = (tmp_path / "out" / "shift.md").read_text()
-    assert table.startswith("Semantic shift on 3 synthetic scenes") and "zero-shot ↑" in table and "mSC % ↑" in table
+    assert table.startswith("Semantic shift on 3 synthetic scenes") and "zero-shot % ↑" in table and "mSC % ↑" in table
     assert (tmp_path / "out" / "shift.png").stat().st_size > 1000 and (tmp_path / "out" / "shift.csv").is_file()
     assert "| synthetic | " in result.output
 

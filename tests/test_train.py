@@ -159,3 +159,75 @@ def test_state_codec_round_trips_optimiser_and_rng_states_through_safetensors(tm
     assert set(back["optimizer"]["state"]) == set(state["optimizer"]["state"])
     assert torch.equal(back["optimizer"]["state"][first]["exp_avg"], state["optimizer"]["state"][first]["exp_avg"])
     assert back["optimizer"]["param_groups"][0]["betas"] == state["optimizer"]["param_groups"][0]["betas"]
+
+
+def _rewrite_state(path: Path, change) -> None:
+    """Rewrite a training state's JSON header through `change(tree)`, keeping its tensors: what a hand edit can do."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    saved = json.loads(metadata["eclip_train_state"])
+    change(saved["state"])
+    save_file(tensors, str(path), metadata={"eclip_train_state": json.dumps(saved)})
+
+
+def _set(*keys, value):
+    def change(tree):
+        for key in keys[:-1]:
+            tree = tree[key]
+        tree[keys[-1]] = value
+    return change
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(_run(_settings(steps=2, checkpoint_every=1)), run, progress=False)
+    return run
+
+
+@pytest.mark.parametrize("field, change", [
+    ("step", _set("step", value="ten")),
+    ("step", _set("step", value=-1)),
+    ("losses", _set("losses", value="0.5")),
+    ("run", _set("run", value=[1, 2])),
+    ("optimizer", _set("optimizer", value={"state": {}, "param_groups": 3})),
+    ("scheduler", _set("scheduler", "last_epoch", value="2")),
+    ("rng", _set("rng", "python", value="seed")),
+    ("model", _set("model", value=[])),
+    ("data", _set("data", value={"world": "2", "workers": 1, "positions": {}})),
+    ("scaler", _set("scaler", value={"scale": "big"})),
+])
+def test_a_state_field_of_the_wrong_type_is_one_line_naming_the_file_and_field(finished_run, tmp_path, field, change):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    _rewrite_state(run / "train_state.safetensors", change)
+    with pytest.raises(CheckpointError, match=rf"train_state.safetensors: .*`{field}`") as caught:
+        train(_run(_settings(steps=2, checkpoint_every=1)), run, resume=True, progress=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_saved_state_passes_its_own_field_checks(finished_run):
+    from eclip.train.checkpoint import load_state
+
+    state = load_state(finished_run)
+    assert state["step"] == 2 and len(state["losses"]) == 2
+
+
+def test_resume_where_a_model_has_no_training_state_is_refused_and_overwrites_nothing(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "model"
+    shutil.copytree(finished_run, run)
+    (run / "train_state.safetensors").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(CheckpointError, match=r"nothing to resume in `out` .*model.safetensors.* no training state"):
+        train(_run(_settings(steps=2)), run, resume=True, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    fresh = train(_run(_settings(steps=2)), tmp_path / "new", resume=True, progress=False)  # nothing there yet: a new run
+    assert fresh.steps_done == 2

@@ -1,7 +1,12 @@
 """Outputs are checked before any work, written atomically, and what a killed write leaves is swept."""
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +27,106 @@ def test_atomic_write_replaces_whole_and_leaves_nothing_when_the_write_fails(tmp
     with pytest.raises(RuntimeError):
         atomic_write(target, broken)
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_full_disk_names_the_file_not_its_temporary(tmp_path):
+    """file.write, PIL and matplotlib raise ENOSPC without a file name; the error names the file the user asked for."""
+    target = tmp_path / "maps.npy"
+
+    def full(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"x")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, full)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_native_writer_s_os_error_names_the_file(tmp_path):
+    class SafetensorError(Exception):  # safetensors reports the OS error in its text
+        pass
+
+    def full(tmp):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "model.safetensors", full)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "model.safetensors"))
+    assert isinstance(caught.value.__cause__, SafetensorError)
+
+
+def test_an_error_about_another_file_or_of_another_kind_is_left_as_it_is(tmp_path):
+    def copy_missing(tmp):
+        shutil.copy(tmp_path / "missing.txt", tmp)
+
+    with pytest.raises(FileNotFoundError) as caught:
+        atomic_write(tmp_path / "copy.txt", copy_missing)
+    assert caught.value.filename == str(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="not an I/O error"):
+        atomic_write(tmp_path / "x.txt", lambda tmp: (_ for _ in ()).throw(ValueError("not an I/O error")))
+
+
+def _private_mounts() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+_FILL = """
+import json, sys
+from pathlib import Path
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from eclip.writing import atomic_write, atomic_write_text
+
+root, noise = Path(sys.argv[1]), np.random.default_rng(0).random((300, 300))
+
+def npy(tmp):
+    with open(tmp, "wb") as f:
+        np.save(f, noise)
+
+def figure(tmp):
+    fig = plt.figure()
+    plt.imshow(noise)
+    fig.savefig(tmp, format="png")
+
+writers = {"maps.npy": npy, "overlay.png": lambda tmp: Image.fromarray((noise * 255).astype(np.uint8)).save(tmp, format="PNG"),
+           "figure.png": figure, "model.safetensors": lambda tmp: save_file({"w": torch.from_numpy(noise)}, str(tmp)),
+           "record.json": lambda tmp: tmp.write_text("x" * 200_000)}
+seen = {}
+for name, write in writers.items():
+    try:
+        atomic_write(root / name, write)
+        seen[name] = "written"
+    except OSError as err:
+        seen[name] = [err.errno, err.filename, err.strerror]
+print(json.dumps({"seen": seen, "left": sorted(p.name for p in root.iterdir())}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _private_mounts(), reason="no private mount namespace here (needs unshare and the right to mount)")
+def test_a_real_full_disk_is_named_for_every_writer_and_through_the_cli(tmp_path):
+    """A 64 KiB tmpfs in a private mount namespace: numpy, PIL, matplotlib, safetensors and text writes, then `eclip synth`."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = f'mount -t tmpfs -o size=64k none {disk} && "$0" "$@"'
+    done = subprocess.run(["unshare", "-m", "sh", "-c", mount, sys.executable, "-c", _FILL, str(disk)],
+                          capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, seen in result["seen"].items():
+        assert seen == [errno.ENOSPC, str(disk / name), os.strerror(errno.ENOSPC)], (name, seen)
+    assert result["left"] == []  # no temporary file stays behind
+    synth = subprocess.run(["unshare", "-m", "sh", "-c", mount, sys.executable, "-m", "eclip.cli", "synth", str(disk / "scenes"),
+                            "--n", "200"], capture_output=True, text=True, timeout=300)
+    errors = [line for line in synth.stderr.splitlines() if line.startswith("eclip: error: ")]  # after the progress bar's lines
+    assert synth.returncode == 2 and len(errors) == 1 and "Traceback" not in synth.stderr, synth.stderr
+    assert errors[0].startswith(f"eclip: error: {disk / 'scenes'}/") and "No space left on device" in errors[0], errors
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])

@@ -60,7 +60,9 @@ def decompose_files(model, paths: Sequence[Path], text_features: torch.Tensor, t
     from eclip.explain import Failure, explain_files, unique_stems
     from eclip.methods.base import get_method
     from eclip.report.decomposition import decomposition_figure
+    from eclip.writing import check_output_folder
 
+    check_output_folder(out)
     names = unique_stems(list(paths))
     for result in explain_files(model, get_method("decomposition"), paths, text_features, texts, batch_size=batch_size, size=size):
         if isinstance(result, Failure):

@@ -3,12 +3,13 @@
 For each image of a dataset with masks (the bundled samples by default), one row per class
 present and one column per panel: the vanilla model's ITSM, the ITSM of its fine-tunes (ECLIP's
 masked max pooling, and any other head shipped under its own name) and the free attention the
-ECLIP masks are taken from. Each panel prints its score contrast (mean of the min-max normalised
-map inside the class mask minus outside; ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046):
-negative means the map prefers the background, the semantic shift ECLIP sets out to fix. Maps,
-contrasts and their means come from the evaluation's own path (`eclip.evaluation.maps.class_maps`,
-`ScoreContrast.per_pair`, `MetricSuite`), so they are the numbers `eclip evaluate` and `eclip
-shift` give for the same images.
+ECLIP masks are taken from. Each panel is captioned with its SC, the pair's score contrast in
+percent (100 x (mean of the min-max normalised map inside the class mask - mean outside); ECLIP,
+Li, Wang, Duan, Li 2022, arXiv 2209.07046): negative means the map prefers the background, the
+semantic shift ECLIP sets out to fix. Maps, contrasts and their means (mSC %) come from the
+evaluation's own path (`eclip.evaluation.maps.class_maps`, `ScoreContrast.per_pair`,
+`MetricSuite`), so they are the numbers `eclip evaluate` and `eclip shift` give for the same
+images; names and units are `eclip.report.units`'.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from eclip.batching import batched
+from eclip.errors import OptionError
 from eclip.evaluation.maps import Panel, Prepared, panel_maps, prepare
 from eclip.evaluation.suite import MetricSuite
 
@@ -30,13 +33,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoResult:
-    """What `run_demo` wrote: per image {class: {panel title: score contrast}}, each panel's mean over
-    every (image, class) pair (mSC / 100), the figures, and the images the dataset could not use."""
+    """What `run_demo` wrote: per image {class: {panel title: SC %}}, each panel's mSC % (the mean of its SC over
+    every (image, class) pair), the figures, and the images the dataset could not use."""
 
-    per_image: dict[str, dict[str, dict[str, float]]]
-    mean: dict[str, float | None]
+    per_image: dict[str, dict[str, dict[str, float | None]]]
+    msc: dict[str, float | None]
     figures: list[Path]
     skipped: list[tuple[str, str]]
+
+    def summary(self) -> str:
+        """What `eclip demo` prints: each panel's mSC % over the (image, class) pairs, labelled as every table labels it."""
+        from eclip.report.units import format_value, label
+
+        pairs = sum(len(classes) for classes in self.per_image.values())
+        lines = [f"  {title:<28} {format_value('msc', value):>6}" for title, value in self.msc.items()]
+        return f"{label('msc')} over {pairs} (image, class) pairs (> 0: the map is on the object)\n" + "\n".join(lines)
 
 
 def demo_panels(models: Sequence[str], device: str = "cpu") -> list[Panel]:
@@ -59,16 +70,17 @@ def demo_panels(models: Sequence[str], device: str = "cpu") -> list[Panel]:
 
 
 def story_figure(sample: Prepared, titles: Sequence[str], heats: Sequence[torch.Tensor], contrasts: Sequence[torch.Tensor],
-                 out: Path) -> dict[str, dict[str, float]]:
+                 out: Path) -> dict[str, dict[str, float | None]]:
     """Write the figure of `sample` to `out`: per panel (`titles`) its (P, H, W) maps and (P,) contrasts of the
-    sample's classes (`ClassMaps.per_sample`, `ClassMaps.contrasts`); returns {class: {panel title: score contrast}}."""
+    sample's classes (`ClassMaps.per_sample`, `ClassMaps.contrasts`); returns {class: {panel title: SC %}}."""
     from eclip.report.overlay import map_grid
+    from eclip.report.units import SC_CAPTION, format_sc, sc_percent
 
     rows = [(sample.image, sample.masks[row].numpy(), f"'{cls}'",
-             [(f"{title}\ncontrast {float(c[row]):+.2f}", h[row].numpy()) for title, h, c in zip(titles, heats, contrasts)])
+             [(format_sc(float(c[row])), h[row].numpy()) for h, c in zip(heats, contrasts)])
             for row, cls in enumerate(sample.classes)]
-    map_grid(rows, out)
-    return {cls: {title: float(c[row]) for title, c in zip(titles, contrasts)} for row, cls in enumerate(sample.classes)}
+    map_grid(rows, titles, out, title=f"image {sample.image_id} · one row per class present · {SC_CAPTION}")
+    return {cls: {title: sc_percent(float(c[row])) for title, c in zip(titles, contrasts)} for row, cls in enumerate(sample.classes)}
 
 
 def run_demo(
@@ -79,9 +91,11 @@ def run_demo(
     device: str = "cpu",
     batch_size: int = 16,
     progress: bool = True,
+    n: int | None = None,
 ) -> DemoResult:
     """The library side of `eclip demo`: OUT/<image id>.png per image of `data` (a folder `eclip synth`
-    wrote; the bundled samples by default) and OUT/contrasts.json {per_image, mean}.
+    wrote; the bundled samples by default), its first `n` usable images (None: all), and
+    OUT/contrasts.json {"unit": "percent", "per_image": {image: {class: {panel: SC}}}, "msc": {panel: mSC}}.
 
     The images are explained `batch_size` at a time, every panel's maps of a batch in one forward.
     """
@@ -91,6 +105,8 @@ def run_demo(
     from eclip.data.synthetic import SyntheticDataset
     from eclip.writing import atomic_write_text
 
+    if n is not None and n < 1:
+        raise OptionError(f"n={n}: the number of images to draw must be >= 1 (or None for all)")
     dataset = SyntheticDataset(data or samples_root())
     classnames = list(dataset.classnames)
     panels = demo_panels(models, device)
@@ -98,7 +114,8 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per_image, figures, unusable = {}, [], []
-    images = tqdm(dataset, total=len(dataset), desc="demo", unit="image", file=sys.stderr, disable=not progress)
+    total = len(dataset) if n is None else min(n, len(dataset))
+    images = tqdm(islice(dataset, total), total=total, desc="demo", unit="image", file=sys.stderr, disable=not progress)
     for samples in batched(images, batch_size):
         prepared = [prepare(s, classnames) for s in samples]
         unusable += [(s.image_id, why) for s, why in zip(samples, prepared) if isinstance(why, str)]
@@ -114,6 +131,5 @@ def run_demo(
             per_image[sample.image_id] = story_figure(sample, [p.title for p in panels], [h[i] for h in heats], [c[i] for c in contrasts],
                                                       figures[-1])
     msc = {title: suite.scores()["msc"] for title, suite in suites.items()}
-    mean = {title: None if value is None else value / 100 for title, value in msc.items()}
-    atomic_write_text(out / "contrasts.json", json.dumps({"per_image": per_image, "mean": mean}, indent=2))
-    return DemoResult(per_image, mean, figures, [(str(i), why) for i, why in dataset.skipped] + unusable)
+    atomic_write_text(out / "contrasts.json", json.dumps({"unit": "percent", "per_image": per_image, "msc": msc}, indent=2))
+    return DemoResult(per_image, msc, figures, [(str(i), why) for i, why in dataset.skipped] + unusable)

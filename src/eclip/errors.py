@@ -14,6 +14,10 @@ class ModelLoadError(EclipError):
     """An unknown model name, a missing or corrupt checkpoint, a config that does not fit."""
 
 
+class InputError(EclipError):
+    """An input file or folder that does not exist."""
+
+
 class ImageLoadError(EclipError):
     """An image file that cannot be read or decoded."""
 
@@ -36,7 +40,6 @@ class MethodError(EclipError):
 
 class EvaluationError(EclipError):
     """An evaluation that cannot run as asked (bad option, maps folder missing, resume file that does not fit)."""
-
 
 
 class OptionError(EclipError, ValueError):

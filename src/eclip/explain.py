@@ -134,10 +134,13 @@ def prepared_batches(model: DenseCLIP, paths: Iterable[Path], *, batch_size: int
 
 
 def _explain_batch(model: DenseCLIP, method: Method, batch: Sequence[PreparedImage], text_features: torch.Tensor,
-                   texts: Sequence[str]) -> list[Explained]:
+                   texts: Sequence[str], precision: str = "fp32") -> list[Explained]:
+    from eclip.precision import autocast, method_precision
+
     images = torch.stack([p.tensor for p in batch])
-    maps = method.explain(model, images, text_features, text_labels=list(texts))
-    raw = maps.raw.cpu()
+    with autocast(method_precision(method.name, precision), model.device):  # eclip.precision: fp32, or bf16 / fp16 autocast
+        maps = method.explain(model, images, text_features, text_labels=list(texts))
+    raw = maps.raw.float().cpu()
     cosine = F.normalize(model.encode_image(images).float(), dim=-1) @ text_features.float().to(images.device).T
     probability = torch.softmax(cosine * model.logit_scale, dim=-1)
     return [Explained(path=p.path, size=p.size, display=p.display, texts=list(texts), raw=raw[i],
@@ -155,13 +158,14 @@ def explain_files(
     *,
     batch_size: int = 8,
     size: int | tuple[int, int] | None = None,
+    precision: str = "fp32",
 ) -> Iterator[Explained | Failure]:
     """Yield one `Explained` or `Failure` per path: failures as they are met, the images batch by batch, in order."""
     for batch in prepared_batches(model, paths, batch_size=batch_size, size=size):
         if isinstance(batch, Failure):
             yield batch
         else:
-            yield from _explain_batch(model, method, batch, text_features, texts)
+            yield from _explain_batch(model, method, batch, text_features, texts, precision)
 
 
 def explain_images(
@@ -173,6 +177,7 @@ def explain_images(
     *,
     batch_size: int = 8,
     size: int | tuple[int, int] | None = None,
+    precision: str = "fp32",
 ) -> Iterator[Explained]:
     """`explain_files` for images the caller has already decoded, as (path or None, image) pairs, in order.
 
@@ -181,7 +186,7 @@ def explain_images(
     """
     for start in range(0, len(images), batch_size):
         batch = [prepare_image(model, image, path, size) for path, image in images[start : start + batch_size]]
-        yield from _explain_batch(model, method, batch, text_features, texts)
+        yield from _explain_batch(model, method, batch, text_features, texts, precision)
 
 
 def save_maps(path: Path, result: Explained, size: tuple[int, int] | None = None) -> tuple[int, int, int]:

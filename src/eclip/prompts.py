@@ -54,6 +54,8 @@ SURGERY = IMAGENET + (
 )
 
 TEMPLATE_SETS = {"single": SINGLE, "seven": SEVEN, "imagenet": IMAGENET, "surgery": SURGERY}
+#: What `resolve_templates` puts in a template to see that the text lands in the prompt.
+_SLOT = "\x00text\x00"
 
 
 def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -64,16 +66,16 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]
         templates = (templates,)
-    bad = [t for t in templates if "{}" not in t]
-    if bad:
-        raise OptionError(f"template={bad[0]!r} has no '{{}}' where the text goes and is no template set "
-                          f"({', '.join(TEMPLATE_SETS)}); write e.g. 'a photo of a {{}}.'")
     for template in templates:
         try:
-            template.format("x")
+            filled = template.format(_SLOT)
         except (IndexError, KeyError, ValueError) as err:
             raise OptionError(f"template={template!r} is not a valid template ({type(err).__name__}: {err}); "
                               "use {} for the text and {{ }} for literal braces") from err
+        if _SLOT not in filled:  # no {} at all, or only escaped ones ('{{}}' is a literal "{}"): every text would give one prompt
+            escaped = " ({{ }} are literal braces)" if "{{" in template else ""
+            raise OptionError(f"template={template!r} has no {{}} where the text goes{escaped} and is no template set "
+                              f"({', '.join(TEMPLATE_SETS)}); write e.g. 'a photo of a {{}}.'")
     return tuple(templates)
 
 

@@ -16,15 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from eclip.data.sample import Sample
 from eclip.evaluation.maps import Panel, panel_maps, prepare
+from eclip.evaluation.runner import SampleList
 from eclip.methods.base import Method
 from eclip.models.adapter import DenseCLIP
-
-#: Reasons a record keeps as examples (as `eclip.evaluation.sources.MAX_EXAMPLES`).
-MAX_EXAMPLES = 20
 
 
 def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int = 3) -> list[Sample]:
@@ -39,7 +35,6 @@ def synthetic_samples(seed: int, n: int, image_size: int = 96, max_objects: int 
             for i, scene in enumerate(SceneStream(seed, config, count=n))]
 
 
-@torch.no_grad()
 def measure(
     model: DenseCLIP,
     methods: dict[str, Method],
@@ -53,6 +48,7 @@ def measure(
     threshold_step: float = 0.05,
     pointing_tolerance: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, dict]:
     """Evaluate each method's maps of `model` on `samples`, and the model's zero-shot accuracy.
 
@@ -75,14 +71,13 @@ def measure(
     the sums added up as `eclip evaluate` does.
     """
     from eclip.evaluation import EvalConfig, Evaluation
-    from eclip.evaluation.runner import SampleList
     from eclip.evaluation.sources import ModelSource
     from eclip.evaluation.zeroshot import zero_shot_accuracy
 
     label = model_label or model.name
     config = EvalConfig(dataset, None, models=[label], methods=list(methods), templates="{}" if templates is None else templates,
                         batch_size=batch_size, device=str(model.device), threshold_step=threshold_step,
-                        pointing_tolerance=pointing_tolerance, perturbation=False)
+                        pointing_tolerance=pointing_tolerance, perturbation=False, precision=precision)
     source = ModelSource(label, config, classnames, model=model, explainers=dict(methods))
     evaluation = Evaluation(config, progress=progress, dataset=SampleList(samples, classnames, dataset), sources=[source])
     out: dict[str, dict] = {record["method"]: record for record in evaluation.run()}
@@ -98,37 +93,38 @@ def shift_figure(
     templates: str | Sequence[str] | None = "single",
 ) -> Path:
     """A grid: per sample (rows), the image with its first class's mask outlined, then each panel's map
-    of that class with its score contrast (the samples explained as one batch by `panel_maps`).
+    of that class captioned with its SC % (the samples explained as one batch by `panel_maps`).
 
     `panels` are e.g. ITSM of the vanilla model, ITSM of the ECLIP model, and the free attention.
     """
     from eclip.report.overlay import map_grid
+    from eclip.report.units import SC_CAPTION, format_sc
 
     batch = [p for p in (prepare(s, classnames) for s in samples) if not isinstance(p, str)]
     by_panel = [(cm.per_sample(), cm.contrasts()) for cm in panel_maps(panels, batch, classnames, templates)]
-    rows = [(p.image, p.masks[0].numpy(), p.classes[0],
-             [(f"{panel.title}\nin-out {float(contrasts[i][0]):+.2f}", maps[i][0].numpy())
-              for panel, (maps, contrasts) in zip(panels, by_panel)])
+    rows = [(p.image, p.masks[0].numpy(), f"{p.image_id} · '{p.classes[0]}'",
+             [(format_sc(float(contrasts[i][0])), maps[i][0].numpy()) for maps, contrasts in by_panel])
             for i, p in enumerate(batch)]
-    return map_grid(rows, out)
+    return map_grid(rows, [panel.title for panel in panels], out, title=f"Semantic shift, one image per row · {SC_CAPTION}")
 
 
 def open_samples(data: Path | None, dataset: str, n: int, seed: int, scene_size: int
-                 ) -> tuple[list[Sample], list[str], str, list[tuple[str, str]]]:
-    """(samples, classnames, description, skipped): the first `n` images of a dataset folder, or `n`
-    held-out synthetic scenes of `seed`; `skipped` are the (image id, reason) a folder could not use."""
+                 ) -> tuple[SampleList, str, list[tuple[str, str]]]:
+    """(samples, description, skipped): the first `n` images of a dataset folder, decoded, or `n` held-out
+    synthetic scenes of `seed`; `skipped` are the (image id, reason) of the images a folder could not use."""
     from eclip.data.registry import open_dataset
     from eclip.data.synthetic import CLASSNAMES
     from eclip.errors import DatasetError
 
     if data is None:
-        return synthetic_samples(seed, n, scene_size), list(CLASSNAMES), f"{n} synthetic scenes, seed {seed}, {scene_size} px", []
+        return (SampleList(synthetic_samples(seed, n, scene_size), CLASSNAMES, "synthetic"),
+                f"{n} synthetic scenes, seed {seed}, {scene_size} px", [])
     opened = open_dataset(dataset, data, limit=n)
     samples = list(opened)
     if not samples:
         raise DatasetError(f"{data}: no usable image among its first {len(opened)} ({len(opened.skipped)} skipped); "
                            "check the folder, or give another one")
-    return samples, list(opened.classnames), f"{len(samples)} images of {data}", list(opened.skipped)
+    return SampleList(samples, opened.classnames, opened.name), f"{len(samples)} images of {data}", list(opened.skipped)
 
 
 @dataclass
@@ -157,6 +153,7 @@ def shift_report(
     figure: int = 6,
     batch_size: int = 32,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> ShiftReport:
     """The library side of `eclip shift`: `measure` each model's maps by each method on a dataset
     folder (`data`, read as `dataset`) or on `n` held-out synthetic scenes of `seed` (the test seed
@@ -166,18 +163,19 @@ def shift_report(
     """
     from eclip.data.synthetic import TEST_SEED
     from eclip.evaluation.output import write_results
+    from eclip.evaluation.sources import MAX_EXAMPLES
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.report.tables import write_markdown
 
     seed = TEST_SEED if seed is None else seed
-    samples, classnames, described, skipped = open_samples(data, dataset, n, seed, scene_size)
-    explainers = {name: get_method(name) for name in methods}
+    samples, described, skipped = open_samples(data, dataset, n, seed, scene_size)
+    explainers = {method.label: method for method in map(get_method, methods)}  # records keyed by the canonical label
     adapters = {name: load_model(name, pretrained, device=device) for name in models}
     records = []
     for name, adapter in adapters.items():
-        result = measure(adapter, explainers, samples, classnames, templates, batch_size, dataset=dataset if data else "synthetic",
-                         model_label=name)
+        result = measure(adapter, explainers, samples.samples, samples.classnames, templates, batch_size, dataset=samples.name,
+                         model_label=name, precision=precision)
         zero_shot = result.pop("zero_shot")
         for record in result.values():
             record.update(data=described, zero_shot=zero_shot["top1"], zero_shot_single=zero_shot["top1_single"],
@@ -195,5 +193,5 @@ def shift_report(
         if "free_attention" in explainers and first != "free_attention":
             name, adapter = next(iter(adapters.items()))
             panels.append(Panel(f"{name} · free attention", adapter, explainers["free_attention"]))
-        files.append(shift_figure(samples[:figure], panels, classnames, Path(out) / "shift.png", templates))
+        files.append(shift_figure(samples.samples[:figure], panels, samples.classnames, Path(out) / "shift.png", templates))
     return ShiftReport(records, described, skipped, files)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from eclip.errors import TextInputError
+from eclip.errors import OptionError, TextInputError
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,10 @@ def textspan_files(model, paths: Sequence[Path], pool: Sequence[str], out: Path,
     import json
 
     from eclip.explain import Failure, prepared_batches
-    from eclip.writing import atomic_write_text
+    from eclip.writing import atomic_write_text, check_output_folder
 
+    check_output_folder(out)
+    check_layers(model, layers)
     failures = []
 
     def batches():
@@ -143,17 +145,23 @@ def textspan_files(model, paths: Sequence[Path], pool: Sequence[str], out: Path,
     return TextSpanRun(spans, record, failures)
 
 
+def check_layers(model, layers: int) -> None:
+    """`layers` counts the last layers of `model`: from 1 to its depth (`OptionError` otherwise, before any work)."""
+    if not 1 <= layers <= model.num_layers:
+        raise OptionError(f"layers={layers}: {model.name} has {model.num_layers} layers; study 1 to {model.num_layers} of them")
+
+
 def head_spans(model, batches: Iterable[torch.Tensor], pool: Sequence[str], layers: int = 4, n_texts: int = 5,
                rank: int = 80, text_batch: int = 256) -> list[HeadSpan]:
     """TextSpan for every head of the last `layers` layers, from the images of `batches` ((B, 3, H, W) each)."""
     from eclip.methods.decomposition import decompose
 
+    check_layers(model, layers)
     outputs = []
     with torch.no_grad():
         for images in batches:
             heads = decompose(model, images).heads  # (B, L, T, H, D)
-            depth = min(layers, heads.shape[1])
-            outputs.append(heads[:, -depth:].sum(dim=2).cpu())  # (B, layers, H, D)
+            outputs.append(heads[:, -layers:].sum(dim=2).cpu())  # (B, layers, H, D)
         features = torch.cat([model.encode_text(list(pool[i : i + text_batch]), cache=False).cpu()
                               for i in range(0, len(pool), text_batch)])
     if not outputs:

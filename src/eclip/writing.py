@@ -17,6 +17,7 @@ a writer that replaces the file by its own (safetensors does, with 0600) gets th
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -37,17 +38,59 @@ def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
     only a hard kill can leave it, and `remove_stale_temps` sweeps it later.
     """
     target = Path(target)
-    tmp = _create_temp(target)
+    try:
+        tmp = _create_temp(target)
+    except OSError as err:
+        raise _naming(err, target, None) from err
     mode = tmp.stat().st_mode & 0o777  # what the umask gave the new file
     try:
         write(tmp)
         if tmp.stat().st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors makes it 0600)
             os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
+        failure = _naming(err, target, tmp) if isinstance(err, Exception) else err  # before the unlink frees the disk
         tmp.unlink(missing_ok=True)
-        raise
+        if failure is err:
+            raise
+        raise failure from err
     return target
+
+
+#: How a native writer reports an operating-system error in its message (safetensors: "I/O error: ... (os error 28)").
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _naming(err: Exception, target: Path, tmp: Path | None) -> Exception:
+    """The error of a failed write, as an OSError that names `target` (not the hidden temporary file), when it is one.
+
+    A full disk reaches a writer in several forms: an OSError without a file name (`file.write`,
+    PIL, matplotlib), a short write without an errno (numpy: "100000 requested and 2032 written"),
+    or a library's own error carrying the OS error in its text (safetensors). Each becomes
+    `OSError(errno, reason, target)`, so the message names the file the user asked for. Any other
+    error, and an OSError about another file (a source the writer read), is returned unchanged.
+    """
+    if isinstance(err, OSError):
+        if err.filename not in (None, str(tmp), tmp):
+            return err
+        number = err.errno
+    else:
+        found = _OS_ERROR.search(str(err))
+        if found is None:
+            return err
+        number = int(found.group(1))
+    if number is None and _disk_is_full(target.parent):
+        number = errno.ENOSPC
+    reason = os.strerror(number) if number else (getattr(err, "strerror", None) or str(err))
+    return OSError(number, reason, str(target))
+
+
+def _disk_is_full(folder: Path) -> bool:
+    """True when the file system of `folder` has no block left for this user."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _create_temp(target: Path) -> Path:

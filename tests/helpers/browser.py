@@ -16,7 +16,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 CHROMIUM = os.environ.get("ECLIP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -63,37 +65,57 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Served:
+    """A running `eclip serve`: its URL, its process and its log so far."""
+
+    url: str
+    process: subprocess.Popen
+    log: IO[str]
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
 @contextmanager
-def eclip_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`eclip serve ARGS` on a free local port, in its own process (`env` added to ours); yields its URL and stops it after."""
+def eclip_process(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """`eclip serve ARGS` on a free local port, in its own process (`env` added to ours), once it answers; stopped
+    after (SIGTERM, as `kill` stops it) unless the caller stopped it already."""
     port = free_port()
     log = tempfile.TemporaryFile(mode="w+")
     command = [sys.executable, "-c", "from eclip.cli import main; main()", "serve", "--port", str(port), *args]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
-    url = f"http://127.0.0.1:{port}/"
+    served = Served(f"http://127.0.0.1:{port}/", process, log)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"eclip serve exited with {process.returncode}:\n{log.read()}")
+                raise RuntimeError(f"eclip serve exited with {process.returncode}:\n{served.output()}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with urllib.request.urlopen(served.url, timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"eclip serve did not answer on {url} within {timeout:.0f} s")
+                raise TimeoutError(f"eclip serve did not answer on {served.url} within {timeout:.0f} s")
             time.sleep(0.25)
-        yield url
+        yield served
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
         log.close()
 
+
+@contextmanager
+def eclip_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`eclip serve ARGS` on a free local port, in its own process (`env` added to ours); yields its URL and stops it after."""
+    with eclip_process(*args, timeout=timeout, env=env) as served:
+        yield served.url

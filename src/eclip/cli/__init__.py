@@ -13,7 +13,8 @@ import sys
 
 import typer
 
-# Each verb lives in its own module and registers itself on `app` when imported.
+# Each verb lives in its own module and registers itself on `app` when imported. None of them imports torch or the
+# library's heavy modules at the top: `eclip VERB --help` and the listings answer at once.
 from eclip.cli import decompose, demo, evaluate, explain, listing, report, serve, shift, synth, textspan, train  # noqa: F401,E402
 from eclip.cli.app import app
 from eclip.cli.messages import bug_message, for_command_line, os_error_message, usage_message

@@ -5,35 +5,38 @@ from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
 
 
-@app.command("demo")
+@app.command("demo", short_help="Vanilla vs ECLIP maps of sample images, side by side.")
 def demo_command(
-    data: Path = typer.Argument(None, help="A dataset folder with masks written by `eclip synth` (default: the bundled samples)."),
-    model: list[str] = typer.Option(["synth-vit", "synth-rn"], "--model", "-m",
-                                    help="Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's "
-                                         "masked max pooling) and any other head (e.g. '-avg')."),
-    out: Path = typer.Option(Path("eclip-demo"), "--out", "-o", help="Output folder: one PNG per image, contrasts.json."),
-    template: str = typer.Option("single", "--template", help="Prompt template set or a template with {}."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    data: Path = typer.Argument(None, metavar="DATA", show_default=False,
+                                help="A dataset folder with masks written by `eclip synth` (default: the bundled samples)."),
+    model: list[str] = options.models(["synth-vit", "synth-rn"],
+                                      "Vanilla model(s); each is shown next to its bundled fine-tunes: '-eclip' (ECLIP's masked max "
+                                      "pooling) and any other head (e.g. '-avg')."),
+    out: Path = options.out_folder(Path("eclip-demo"), "Output folder: one PNG per image, contrasts.json."),
+    n: int = typer.Option(None, "--n", min=1, show_default=False,
+                          help="Draw the first N images only (default: all; a second or two per image on 2 CPU cores)."),
+    template: str = options.template("single"),
+    device: str = options.device(),
 ) -> None:
-    """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, with score contrasts."""
-    from eclip.cli.checks import check_template
-    from eclip.device import resolve_device
-    from eclip.writing import check_output_folder
+    """Per image and class present: vanilla ITSM | ECLIP ITSM | other fine-tunes' ITSM | free attention, each with its SC.
 
-    check_template(template)
-    resolve_device(device)
-    check_output_folder(out)
+    SC: the score contrast of one (image, class) pair, 100 x (mean of the min-max normalised map
+    inside the class mask - mean outside), in percent; mSC %, printed at the end, is its mean.
+    """
+    from eclip.cli.checks import up_front
+
+    up_front(inputs=[data] if data else (), out=out, template=template, models=model, device=device)
 
     from eclip.demo import run_demo
 
-    result = run_demo(out, model, data, template, device)
+    result = run_demo(out, model, data, template, device, n=n)
     for path, reason in result.skipped:
         typer.echo(f"eclip: skipped {path}: {reason}", err=True)
-    lines = [f"  {title:<28} {'–' if value is None else f'{value:+.3f}'}" for title, value in result.mean.items()]
-    typer.echo("mean score contrast over the (image, class) pairs (> 0: the map is on the object)\n" + "\n".join(lines))
+    typer.echo(result.summary())
     typer.echo(f"wrote {len(result.figures)} figures to {out}/")
     if result.skipped:
         raise typer.Exit(code=1)

@@ -1,20 +1,23 @@
 """`eclip evaluate`: score explanation maps against a dataset's masks; one record per (dataset, model, method)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
-from eclip.evaluation.config import BASELINES, SCORES, TASKS
 
 
-def _one_of(choices: Sequence[str]) -> Callable[[str], str]:
-    """A check that an option's value is one of `choices`."""
+def _one_of(choices: str) -> Callable[[str], str]:
+    """A check that an option's value is one of `eclip.evaluation.config.<choices>` (read when an evaluation runs, not for --help)."""
     def check(value: str) -> str:
-        if value not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        from eclip.evaluation import config
+
+        known = getattr(config, choices)
+        if value not in known:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(known)}")
         return value
 
     return check
@@ -36,40 +39,44 @@ def _threshold_step(value: float) -> float:
     return value
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="Score explanation maps against a dataset's masks.")
 def evaluate_command(
-    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="voc, coco, context or synthetic (a folder `eclip synth` wrote)."),
-    root: Path = typer.Option(..., "--root", help="The dataset folder (e.g. VOCdevkit/VOC2012, the COCO folder, an `eclip synth` folder)."),
-    model: list[str] = typer.Option(None, "--model", "-m",
-                                    help="Model(s) to explain; repeat for several (default synth-vit, none with --maps)."),
-    method: list[str] = typer.Option(["itsm"], "--method", help="Explanation method(s), each run on every model (see `eclip methods`)."),
-    maps: Path = typer.Option(None, "--maps", callback=_maps_folder,
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", metavar="NAME",
+                                help="voc, coco, context or synthetic (a folder `eclip synth` wrote)."),
+    root: Path = typer.Option(..., "--root", metavar="DIR",
+                              help="The dataset folder (e.g. VOCdevkit/VOC2012, the COCO folder, an `eclip synth` folder)."),
+    model: list[str] = options.models(None, "Model(s) to explain; repeat for several (default synth-vit, none with --maps)."),
+    method: list[str] = options.methods(["itsm"], "Explanation method(s), each run on every model (see `eclip methods`)."),
+    maps: Path = typer.Option(None, "--maps", metavar="DIR", callback=_maps_folder,
                               help="Also score maps made by any tool: DIR/<image_id>.npz, one (H, W) array in [0, 1] per present "
                                    "class name."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or checkpoint file, for open_clip model names."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
-    out: Path = typer.Option(Path("eclip-eval/results.json"), "--out", "-o", help="OUT.json; OUT.csv and OUT.md are written next to it."),
-    template: str = typer.Option(None, "--template", help="Prompt template set or template with {} (default: imagenet, "
-                                                          "the 80 CLIP templates; single for synthetic)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    threshold_step: float = typer.Option(0.05, "--threshold-step", min=0.001, max=1.0, callback=_threshold_step,
+    pretrained: str = options.pretrained(),
+    limit: int = typer.Option(None, "--limit", metavar="N", min=1, help="Evaluate only the first N images."),
+    out: Path = options.out_file(Path("eclip-eval/results.json"), "OUT.json; OUT.csv and OUT.md are written next to it."),
+    template: str = options.template(help=f"{options.TEMPLATE_HELP} Default: imagenet (the 80 CLIP templates); single for "
+                                          "synthetic."),
+    batch_size: int = options.batch_size(16),
+    workers: int = options.workers("DataLoader processes decoding the images ahead of the model (0: in this process); the results "
+                                   "do not change."),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
+    device: str = options.device(),
+    threshold_step: float = typer.Option(0.05, "--threshold-step", metavar="STEP", min=0.001, max=1.0, callback=_threshold_step,
                                          help="Step of the IoU threshold grid 0..1 (it must divide 1)."),
-    pointing_tolerance: int = typer.Option(0, "--pointing-tolerance", min=0, max=1000, help="Pointing-game tolerance in pixels "
-                                                                                   "(Zhang et al. 2016 used 15 at 224 px)."),
+    pointing_tolerance: int = typer.Option(0, "--pointing-tolerance", metavar="PIXELS", min=0, max=1000,
+                                           help="Pointing-game tolerance in pixels (Zhang et al. 2016 used 15 at 224 px)."),
     perturbation: bool = typer.Option(True, "--perturbation/--no-perturbation",
                                       help="Compute deletion / insertion AUC (2 x steps forward passes per pair)."),
-    deletion_steps: int = typer.Option(10, "--deletion-steps", min=1, help="Steps of the deletion / insertion curves."),
-    baseline: str = typer.Option("blur", "--perturbation-baseline", callback=_one_of(BASELINES),
+    deletion_steps: int = typer.Option(10, "--deletion-steps", metavar="N", min=1, help="Steps of the deletion / insertion curves."),
+    baseline: str = typer.Option("blur", "--perturbation-baseline", metavar="NAME", callback=_one_of("BASELINES"),
                                  help="What removed pixels become: blur or mean (colour)."),
-    score: str = typer.Option("cosine", "--perturbation-score", callback=_one_of(SCORES),
+    score: str = typer.Option("cosine", "--perturbation-score", metavar="NAME", callback=_one_of("SCORES"),
                               help="Score deletion / insertion follow: cosine (image-text), logit (times CLIP's logit scale) or "
                                    "probability (softmax over the classes)."),
-    perturbation_batch: int = typer.Option(64, "--perturbation-batch", min=1, help="Perturbed images per forward pass."),
+    perturbation_batch: int = typer.Option(64, "--perturbation-batch", metavar="N", min=1, help="Perturbed images per forward pass."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial.json."),
-    checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=1, help="Write OUT.partial.json every N batches."),
+    checkpoint_every: int = typer.Option(20, "--checkpoint-every", metavar="N", min=1, help="Write OUT.partial.json every N batches."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
-    task: str = typer.Option("classes", "--task", callback=_one_of(TASKS),
+    task: str = typer.Option("classes", "--task", metavar="NAME", callback=_one_of("TASKS"),
                              help="classes: each class present against its mask; phrases (synthetic only): each object's phrase "
                                   "('a red star') against its instance mask."),
 ) -> None:
@@ -84,16 +91,11 @@ def evaluate_command(
     (one record per dataset x model x method), OUT.csv and OUT.md; OUT.partial.json holds the
     progress until the run completes.
     """
-    from eclip.cli.checks import check_methods, check_template
-    from eclip.device import resolve_device
+    from eclip.cli.checks import up_front
     from eclip.evaluation.output import output_paths
-    from eclip.writing import check_output_file
 
-    check_template(template)
-    resolve_device(device)
-    for path in output_paths(out).values():
-        check_output_file(path)
-    check_methods(method)
+    up_front(inputs=[root], out_files=list(output_paths(out).values()), template=template, models=model or (), pretrained=pretrained,
+             methods=method, precision=precision, device=device)
 
     from eclip.evaluate import evaluate_to
     from eclip.evaluation import EvalConfig
@@ -103,7 +105,8 @@ def evaluate_command(
                         methods=list(method), maps_dir=maps, pretrained=pretrained, limit=limit, templates=template,
                         batch_size=batch_size, device=device, threshold_step=threshold_step, pointing_tolerance=pointing_tolerance,
                         perturbation=perturbation, deletion_steps=deletion_steps, perturbation_baseline=baseline,
-                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task)
+                        perturbation_score=score, perturbation_batch=perturbation_batch, checkpoint_every=checkpoint_every, task=task,
+                        workers=workers, precision=precision)
     result = evaluate_to(config, out, resume=resume, progress=progress)
     if result.paths is None:  # another rank than 0 of torchrun: rank 0 reports
         return

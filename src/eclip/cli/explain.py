@@ -2,61 +2,33 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
-from eclip.data.bundled import sample_images, samples_root  # noqa: F401  (re-exported: the default input)
 
 #: Default longest side of the saved maps: a map is resized from the model's grid (14 x 14 for ViT-B/16
 #: at 224 px), so 2048 px loses nothing, and a 48-megapixel image's eight maps take 100 MB instead of 1.5 GB.
 MAP_SIDE = 2048
 
 
-def default_texts(model_name: str) -> list[str]:
-    """With no --text, the synthetic shape classes for the bundled models; others need --text."""
-    from eclip.data.synthetic import CLASSNAMES
-    from eclip.errors import TextInputError
-    from eclip.models.loading import BUNDLED
-
-    if model_name in BUNDLED:
-        return list(CLASSNAMES)
-    raise TextInputError("no --text given; name what to look for, e.g. --text 'a cat' --text 'a dog'")
-
-
-def image_paths(inputs: list[Path] | None, recursive: bool) -> list[Path]:
-    """The image files of `inputs` (default: the bundled samples); a warning per input without any, an error if none at all."""
-    from eclip.data.images import iter_image_files
-    from eclip.errors import ImageLoadError
-
-    sources = list(inputs) if inputs else sample_images()
-    found = {source: iter_image_files([source], recursive=recursive) for source in sources}
-    paths = iter_image_files([path for paths in found.values() for path in paths])
-    hint = "" if recursive else " (--recursive descends into sub-folders)"
-    if not paths:
-        raise ImageLoadError(f"no image found in {', '.join(str(s) for s in sources[:3])}; "
-                             f"pass image files or folders holding .png / .jpg files{hint}")
-    for source in (s for s, p in found.items() if not p):
-        typer.echo(f"eclip: warning: no image found in {source}{hint}", err=True)
-    return paths
-
-
-@app.command("explain")
+@app.command("explain", short_help="Heat maps of where a CLIP looks for each text, per image.")
 def explain_command(
-    inputs: list[Path] = typer.Argument(None, help="Images or folders of images (default: the bundled sample scenes)."),
-    text: list[str] = typer.Option(None, "--text", "-t", help="A text to explain; repeat for several (default: the shape classes)."),
-    model: str = typer.Option("synth-vit", "--model", "-m", help="Bundled name, open_clip name, hf-hub:ID or model folder."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag, or a local open_clip checkpoint file."),
-    method: str = typer.Option("itsm", "--method",
-                               help="Explanation method, with options as NAME:KEY=VALUE,... (see `eclip methods`)."),
-    template: str = typer.Option(None, "--template", help="Prompt template with {} (or a set: single, seven, imagenet)."),
+    inputs: list[Path] = options.inputs(),
+    text: list[str] = options.texts("A text to explain; repeat for several (default: the shape classes, for the bundled models)."),
+    model: str = options.model(),
+    pretrained: str = options.pretrained(),
+    method: str = options.method(),
+    template: str = options.template(),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 80 CLIP ImageNet templates per text."),
-    out: Path = typer.Option(Path("eclip-out"), "--out", "-o", help="Output folder."),
-    size: int = typer.Option(None, "--size", min=1, max=4096,
-                             help="Resize images to SIZE x SIZE before the model (default: the model's size)."),
-    map_size: int = typer.Option(MAP_SIDE, "--map-size", min=0,
+    out: Path = options.out_folder(Path("eclip-out")),
+    size: int = options.size(),
+    map_size: int = typer.Option(MAP_SIDE, "--map-size", metavar="PIXELS", min=0,
                                  help="Longest side of the saved maps; bigger images get maps scaled down to it (0: the image's size)."),
+<<<<<<< HEAD
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
@@ -65,32 +37,34 @@ def explain_command(
     background: str = typer.Option("background", "--background", help="With --segment: the background's text."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                     help="With --segment: no background text; pixels whose best probability is below it are background."),
+=======
+    batch_size: int = options.batch_size(8),
+    recursive: bool = options.recursive(),
+    device: str = options.device(),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
+>>>>>>> main
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores).
 
     Methods with more outputs than their maps add them: `interactions` writes OUT/<stem>_interactions.npy
     and one overlay panel per content word.
     """
-    from eclip.cli.checks import check_pretrained, check_template, check_texts
-    from eclip.device import resolve_device
-    from eclip.methods.base import get_method
-    from eclip.writing import check_output_folder
+    from eclip.cli.checks import default_texts, image_paths, up_front
 
-    explainer = get_method(method)
-    check_template(template)
-    check_pretrained(model, pretrained)
-    resolve_device(device)
-    check_output_folder(out)
+    up_front(inputs=inputs or (), out=out, template=template, texts=text or (), models=[model], pretrained=pretrained,
+             methods=[method], precision=precision, device=device)
     texts = list(text) if text else default_texts(model)
-    check_texts(texts)
     paths = image_paths(inputs, recursive)
+    check_interaction_texts(method, texts)
 
     from tqdm import tqdm
 
     from eclip.explain import Explained, explain_files, unique_stems, write_explained
+    from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.prompts import IMAGENET, encode_prompts
 
+    explainer = get_method(method)
     adapter = load_model(model, pretrained, device=device)
     if segment:
         _segment(adapter, explainer, texts, paths, out, "imagenet" if ensemble else (template or "{}"), background, threshold)
@@ -99,7 +73,8 @@ def explain_command(
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size),
+    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size,
+                                     precision=precision),
                        total=len(paths), desc="explain", unit="image", file=sys.stderr):
         if not isinstance(result, Explained):
             failed += 1
@@ -111,6 +86,7 @@ def explain_command(
         raise typer.Exit(code=1)
 
 
+<<<<<<< HEAD
 def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, templates: str, background: str,
              threshold: float | None) -> None:
     """`eclip explain --segment`: one label map per image (`eclip.segmentation.files`)."""
@@ -135,3 +111,30 @@ def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, te
     typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.label} on {adapter.name} -> {out}")
     if failed:
         raise typer.Exit(code=1)
+=======
+def check_interaction_texts(method: str, texts: Sequence[str]) -> None:
+    """`interactions` draws one panel per content word: a text of function words alone ('the', 'of a') gets none.
+
+    A warning names each such text; when no text has a content word there is nothing to draw, which
+    is an error before any work.
+    """
+    from eclip.methods.options import parse_spec
+
+    if parse_spec(method)[0] != "interactions":
+        return
+    from eclip.errors import TextInputError
+    from eclip.methods.interactions import Word
+
+    def function_words_only(text: str) -> bool:
+        return not any(Word(word, slice(0)).content for word in text.split())
+
+    def why(text: str) -> str:
+        return (f"--text {text!r} has no content word, only function words ({', '.join(text.split())}), and `interactions` "
+                "draws one panel per content word")
+
+    empty = [text for text in texts if function_words_only(text)]
+    if empty and len(empty) == len(texts):
+        raise TextInputError(f"{why(empty[0])}, so there is nothing to draw; add a noun or an adjective")
+    for text in empty:
+        typer.echo(f"eclip: warning: {why(text)}, so this text gets none", err=True)
+>>>>>>> main

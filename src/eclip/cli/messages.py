@@ -53,8 +53,8 @@ def usage_message(err: Exception, args: Sequence[str]) -> str:
         value = given_value(args, opts)
         shown = opts[0] if value is None else f"{opts[0]} {value}"
         return f"{shown}: {_rule(raw)}; {help_hint}"
-    text = err.format_message() if hasattr(err, "format_message") else raw
-    return f"{' '.join(_rule(text).split()).rstrip('.')}; {help_hint}"
+    text = " ".join(_rule(err.format_message() if hasattr(err, "format_message") else raw).split()).rstrip(".")
+    return f"{text} ({help_hint})" if text.endswith("?") else f"{text}; {help_hint}"
 
 
 def for_command_line(message: str, args: Sequence[str]) -> str:

@@ -5,45 +5,46 @@ from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
 
 
-@app.command("textspan")
+@app.command("textspan", short_help="Per attention head, the texts that span what it writes.")
 def textspan_command(
-    inputs: list[Path] = typer.Argument(None, help="Images or folders of images the heads are studied on (default: the "
-                                                     "bundled sample scenes; give a few hundred for stable spans)."),
-    model: str = typer.Option("synth-vit", "--model", "-m", help="Bundled name, open_clip name, hf-hub:ID or model folder (a ViT)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag, or a local open_clip checkpoint file."),
-    dataset: str = typer.Option("synthetic", "--dataset", "-d",
+    inputs: list[Path] = options.inputs("Images or folders of images the heads are studied on (default: the bundled sample scenes; "
+                                        "give a few hundred for stable spans)."),
+    model: str = options.model(help="Bundled name (see `eclip models`), open_clip name, hf-hub:ID or model folder (a ViT)."),
+    pretrained: str = options.pretrained(),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", metavar="NAME",
                                 help="Whose class names make the text pool: synthetic, voc, coco, context."),
-    template: str = typer.Option("imagenet", "--template", help="Templates the class names are put in (a set or a template with {})."),
-    pool: Path = typer.Option(None, "--pool", help="A text file, one text per line, used as the pool instead of class names."),
-    layers: int = typer.Option(4, "--layers", min=1, help="Study the heads of the last LAYERS layers."),
-    texts_per_head: int = typer.Option(5, "--texts-per-head", min=1, help="Texts picked per head."),
-    rank: int = typer.Option(80, "--rank", min=1, help="Rank of each head's output span the pool is projected on."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
-    out: Path = typer.Option(Path("eclip-textspan"), "--out", "-o", help="Output folder."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    template: str = options.template("imagenet"),
+    pool: Path = typer.Option(None, "--pool", metavar="FILE",
+                              help="A text file, one text per line, used as the pool instead of class names."),
+    layers: int = options.layers(4, "Study the heads of the last N layers (at most the model's depth)."),
+    texts_per_head: int = typer.Option(5, "--texts-per-head", metavar="N", min=1, help="Texts picked per head."),
+    rank: int = typer.Option(80, "--rank", metavar="N", min=1, help="Rank of each head's output span the pool is projected on."),
+    batch_size: int = options.batch_size(16),
+    out: Path = options.out_folder(Path("eclip-textspan")),
+    recursive: bool = options.recursive(),
+    device: str = options.device(),
 ) -> None:
     """TextSpan (Gandelsman et al. 2024): per head of the last layers, texts from a pool that span its outputs.
 
     Writes OUT/textspan.json (per layer and head: the texts in the order picked and the share of
     the head's variance over the images they explain) and OUT/textspan.md.
     """
-    from eclip.cli.checks import check_pretrained
-    from eclip.cli.explain import image_paths
-    from eclip.device import resolve_device
-    from eclip.errors import MethodError
-    from eclip.models.loading import load_model
-    from eclip.textspan import spans_table, text_pool, textspan_files
-    from eclip.writing import check_output_folder
+    from eclip.cli.checks import image_paths, up_front
 
-    check_pretrained(model, pretrained)
-    resolve_device(device)
-    check_output_folder(out)
+    up_front(inputs=[*(inputs or ()), *([pool] if pool else [])], out=out, template=template, models=[model], pretrained=pretrained,
+             device=device)
+    from eclip.textspan import spans_table, text_pool, textspan_files
+
     texts = text_pool(dataset, template, pool)
     paths = image_paths(inputs, recursive)
+
+    from eclip.errors import MethodError
+    from eclip.models.loading import load_model
+
     adapter = load_model(model, pretrained, device=device)
     if adapter.arch != "vit":
         raise MethodError(f"eclip textspan studies a ViT's attention heads; {model} is a {adapter.arch} model (use a ViT)")

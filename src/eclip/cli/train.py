@@ -15,13 +15,15 @@ from pathlib import Path
 
 import typer
 
+from eclip.cli import options
 from eclip.cli.app import app
 
 #: The recipe field (or library parameter) each option sets: library messages name the field, the CLI prints the flag.
 FLAGS = {
     "settings.steps": "--steps", "settings.batch_size": "--batch-size", "settings.lr": "--lr",
     "settings.weight_decay": "--weight-decay", "settings.warmup": "--warmup", "settings.seed": "--seed",
-    "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip",
+    "settings.checkpoint_every": "--checkpoint-every", "settings.grad_clip": "--grad-clip", "settings.precision": "--precision",
+    "settings.grad_checkpointing": "--grad-checkpointing", "settings.local_loss": "--local-loss",
     "pooling.head": "--pooling", "pooling.max_over": "--max-over", "pooling.mask_source": "--mask-source",
     "pooling.mask_rule": "--mask-rule", "pooling.mask_mass": "--mask-mass", "pooling.mask_topk": "--mask-topk",
     "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives", "loss.dense": "--dense",
@@ -37,18 +39,26 @@ def in_flags(message: str) -> str:
     return re.sub(r"`([a-z_.]+)`", lambda m: FLAGS.get(m.group(1), m.group(0)), message)
 
 
+def _precision(precision: str | None, recipe: str | None, device: str) -> str | None:
+    """--precision, else None (the recipe's) with --recipe, else the device's default (`eclip.precision.TRAIN_CUDA_DEFAULT` on a GPU)."""
+    from eclip.precision import TRAIN_CUDA_DEFAULT
+
+    if precision is not None or recipe:
+        return precision
+    return TRAIN_CUDA_DEFAULT if device.startswith("cuda") else None
+
+
 def _given(**values):
     """The options the command line gave (None means: keep the recipe's value)."""
     return {k: v for k, v in values.items() if v is not None}
 
 
-@app.command("train")
+@app.command("train", short_help="Train a CLIP, or fine-tune one with ECLIP's masked max pooling.")
 def train_command(
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: the model (config.json + model.safetensors) and the training state."),
-    model: str = typer.Option(None, "--model", "-m",
-                              help="Fine-tune this model (bundled name, open_clip name with --pretrained, or model folder) "
-                                   "instead of training --config from scratch."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip tag or local checkpoint file for --model."),
+    out: Path = options.out_folder(..., "Output folder: the model (config.json + model.safetensors) and the training state."),
+    model: str = options.model(None, "Fine-tune this model (bundled name, open_clip name with --pretrained, or model folder) "
+                                     "instead of training --config from scratch."),
+    pretrained: str = options.pretrained("open_clip tag or local checkpoint file for --model."),
     config: str = typer.Option(None, "--config", help="Architecture to train from scratch: synth-vit (default), synth-rn, or a JSON file."),
     recipe: str = typer.Option(None, "--recipe",
                                help="Start from this recipe: a JSON file (eclip.train.FinetuneRecipe.to_json), or a model folder / "
@@ -73,7 +83,7 @@ def train_command(
                                    "background tokens against the full caption embedding: none (default), margin, softmax. Any head."),
     dense_weight: float = typer.Option(None, "--dense-weight", min=0.0, help="Weight of the dense term (1.0)."),
     dense_margin: float = typer.Option(None, "--dense-margin", min=0.0, max=2.0,
-                                       help="margin form: the foreground's mean cosine above the background's by this much (0.1)."),
+                                       help="margin form: the foreground's mean cosine above the background's by this much (0.3)."),
     distill: float = typer.Option(None, "--distill", min=0.0,
                                   help="Keep zero-shot (ours): weight of 1 - cosine of the served image embedding and the caption "
                                        "embedding with the starting model's (0: off)."),
@@ -89,23 +99,28 @@ def train_command(
                              help="Pairs: synthetic (default), a CSV of image_path,caption, a folder of images + same-stem .txt, "
                                   "or WebDataset .tar shards (a file, a folder, or shard-{000..009}.tar)."),
     steps: int = typer.Option(None, min=1, help="Total optimisation steps (the cosine schedule spans them; 2000)."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Image-text pairs per step (the global batch under torchrun; 64)."),
+    batch_size: int = options.batch_size(None, "Image-text pairs per step (the global batch under torchrun; 64)."),
     lr: float = typer.Option(None, min=1e-9, help="Peak learning rate (AdamW; 5e-4)."),
     weight_decay: float = typer.Option(None, "--weight-decay", min=0.0, help="AdamW's decoupled weight decay on matrices (0.1)."),
     warmup: int = typer.Option(None, min=0, help="Linear warm-up steps (100)."),
     seed: int = typer.Option(None, min=0, help="Seed of the model initialisation (from scratch) and of the data order (files; 0)."),
     data_seed: int = typer.Option(None, "--data-seed", min=0,
                                   help="Seed of the synthetic training scenes (1000); evaluate on other seeds."),
-    scene_size: int = typer.Option(None, "--scene-size", min=16, max=4096,
-                                   help="Pixels per side of synthetic scenes and of file images "
-                                        "(default: 96 from scratch; fine-tuning: what the model was trained on, else its size)."),
+    scene_size: int = options.scene_size(None, "Pixels per side of synthetic scenes and of file images (default: 96 from scratch; "
+                                               "fine-tuning: what the model was trained on, else its size)."),
     max_objects: int = typer.Option(None, "--max-objects", min=1, max=255, help="Objects per scene, at most (3)."),
-    workers: int = typer.Option(0, "--workers", min=0,
-                                help="DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
-                                     "training (0: in this process). The batches are the same with any number."),
+    workers: int = options.workers("DataLoader processes drawing scenes or decoding images and tokenizing captions ahead of "
+                                   "training (0: in this process). The batches are the same with any number."),
+    precision: str = options.precision(None, "fp32, bf16 or fp16 (autocast; fp16 with a loss scaler). Default: the recipe's; "
+                                             "without --recipe fp32 on a CPU, bf16 on a GPU."),
+    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
+                                            help="Recompute each transformer block in the backward: less memory, same gradients."),
+    local_loss: bool = typer.Option(None, "--local-loss/--no-local-loss",
+                                    help="torchrun: each rank scores its own pairs against all gathered ones (open_clip's "
+                                         "--local-loss; the same gradient, less memory)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=1, help="Steps between atomic checkpoints (200)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (under torchrun: cuda picks each rank's GPU)."),
+    device: str = options.device(f"{options.DEVICE_HELP} (under torchrun: cuda picks each rank's GPU)."),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
 ) -> None:
     """Train a CLIP contrastively; the output folder loads with --model PATH and keeps its pooling head."""
@@ -116,7 +131,8 @@ def train_command(
                          pooling=_given(head=pooling, max_over=max_over, mask_source=mask_source, mask_rule=mask_rule,
                                         mask_mass=mask_mass, mask_topk=mask_topk, mask_from=mask_from),
                          settings=_given(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                                         seed=seed, checkpoint_every=checkpoint_every),
+                                         seed=seed, checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing,
+                                         local_loss=local_loss, precision=_precision(precision, recipe, device)),
                          loss=_given(background_negatives=background_negatives, dense=dense, dense_weight=dense_weight,
                                      dense_margin=dense_margin, distill=distill, l2sp=l2sp),
                          data=data, data_options=_given(seed=data_seed, image_size=scene_size, max_objects=max_objects, captions=captions),
@@ -158,14 +174,10 @@ def build_recipe(model: str | None, pretrained: str | None, config: str | None, 
 
 def _train(out: Path, model, pretrained, config, recipe, resume: bool, device: str, threads: int, workers: int, **options) -> dict | None:
     """Check the options, build the recipe, fine-tune; the summary to print (rank 0), or None (other ranks)."""
-    from eclip.cli.checks import check_pretrained
-    from eclip.device import resolve_device
+    from eclip.cli.checks import up_front
     from eclip.train.checkpoint import check_run_folder
-    from eclip.writing import check_output_folder
 
-    check_pretrained(model, pretrained)
-    resolve_device(device)
-    check_output_folder(out)
+    up_front(out=out, models=[model] if model else (), pretrained=pretrained, device=device)
     check_run_folder(out, resume)
     plan = build_recipe(model, pretrained, config, recipe, **options)
 

@@ -14,6 +14,10 @@ steps still to run, so a worker makes whole batches, the batches are the same wi
 workers, and a run resumed at step `s` starts at batch `s`. The loader gets its own generator,
 so creating it never draws from the global torch RNG that training's state records.
 
+Streams (WebDataset shards, `eclip.data.shard_stream`): each worker reads its own shards and
+sends, with each batch, its position (epoch, shards done); `state()` gathers the positions of the
+batches the loop has taken, which a checkpoint stores and a resumed run continues from.
+
 Bad files found by a worker travel back with the batch that skipped them and are appended, once
 per name, to the source's `skipped` list in the training process (the CLI reports from there);
 under torchrun `close()` merges every rank's list.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -37,16 +42,18 @@ class PairBatch:
     """One rank's batch as a worker sends it.
 
     images: (n, 3, H, W) uint8 (0..255) or float in [0, 1]; tokens: (n, L) long;
-    skipped: (name, reason) of the bad files replaced while making it.
+    skipped: (name, reason) of the bad files replaced while making it;
+    position: streams only, {"rank:worker": [epoch, shards done]} after this batch.
     """
 
     images: torch.Tensor
     tokens: torch.Tensor
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    position: dict[str, list[int]] | None = None
 
     def pin_memory(self) -> PairBatch:
         """Called by the DataLoader's pinning thread (CUDA): page-locked copies for non-blocking transfers."""
-        return PairBatch(self.images.pin_memory(), self.tokens.pin_memory(), self.skipped)
+        return PairBatch(self.images.pin_memory(), self.tokens.pin_memory(), self.skipped, self.position)
 
 
 def unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -84,17 +91,27 @@ class TrainingFeed:
         batch_size: the global batch; each rank gets its 1/world slice.
         workers: DataLoader worker processes (0: made in this process, the order of the old loop).
         prefetch: batches each worker keeps ready.
+        state: `state()` of the run being resumed (streams), or None.
     """
 
     def __init__(self, source: PairSource, tokenizer: Tokenizer, batch_size: int, steps: Iterable[int], device: torch.device | str,
-                 *, workers: int = 0, prefetch: int = 2) -> None:
+                 *, workers: int = 0, prefetch: int = 2, state: dict[str, Any] | None = None) -> None:
         rank, size = world()
         local = batch_size // size
         self.source = source
         self.device = torch.device(device)
         self.skipped = take_skipped(source)  # found when the source was opened; from now on they come with the batches
         self._names = {name for name, _ in self.skipped}
-        dataset = IndexedBatches(source, tokenizer, batch_size, rank * local, (rank + 1) * local, as_float=self.device.type == "cpu")
+        as_float = self.device.type == "cpu"
+        self._positions: dict[str, list[int]] = {}
+        self._layout: dict[str, int] = {}
+        if hasattr(source, "stream"):  # each worker reads its own shards; the steps are only counted
+            workers = source.streams_per_rank(int(workers), size)
+            dataset, steps = source.stream(rank, size, local, tokenizer, as_float, state, workers), None
+            self._layout = {"world": size, "workers": max(1, workers)}
+            self._positions = {f"{rank}:{w}": list(dataset.start(rank, w)) for w in range(max(1, workers))}  # until each sends one
+        else:
+            dataset = IndexedBatches(source, tokenizer, batch_size, rank * local, (rank + 1) * local, as_float)
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=steps, num_workers=int(workers), pin_memory=self.device.type == "cuda",
             prefetch_factor=max(1, int(prefetch)) if workers else None, generator=torch.Generator())
@@ -109,6 +126,7 @@ class TrainingFeed:
         batch = next(self._batches)
         self.wait_seconds += time.perf_counter() - began
         self._note(batch.skipped)
+        self._positions.update(batch.position or {})
         images = unit_float(batch.images.to(self.device, non_blocking=True))
         return images, batch.tokens.to(self.device, non_blocking=True)
 
@@ -117,6 +135,17 @@ class TrainingFeed:
             if name not in self._names:
                 self._names.add(name)
                 self.skipped.append((name, reason))
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint stores to resume the data where the loop is: {} for index-addressed sources (collective under torchrun)."""
+        if not self._layout:
+            return {}
+        positions = dict(self._positions)
+        if world()[1] > 1:
+            gathered: list[dict] = [{} for _ in range(world()[1])]
+            torch.distributed.all_gather_object(gathered, positions)
+            positions = {key: value for part in gathered for key, value in part.items()}
+        return {**self._layout, "positions": positions}
 
     def close(self) -> None:
         """Stop the workers; the skipped files of every rank go to the source's `skipped` list (collective under torchrun)."""

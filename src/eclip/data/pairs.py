@@ -5,8 +5,8 @@ would have seen, and `torchrun` ranks can take disjoint slices of one global bat
 `eclip.data.loader.TrainingFeed` calls them in DataLoader worker processes.
 
 Sources: synthetic scenes (`SyntheticPairs`, endless and seeded), a CSV of `image_path,caption`
-(`CsvPairs`), a folder of images with same-stem `.txt` captions (`FolderPairs`), and WebDataset
-shards, tar files of `key.jpg|png` + `key.txt` read with the standard library (`WebDatasetPairs`).
+(`CsvPairs`) and a folder of images with same-stem `.txt` captions (`FolderPairs`); `open_pairs`
+also opens WebDataset shards, which are streamed instead (`eclip.data.shard_stream`).
 File sources reshuffle every epoch with a seeded permutation. Bad entries (missing files, empty
 or binary captions, undecodable images) are logged, recorded in `skipped` and replaced by the
 next good item, deterministically, so batches keep their size and a resumed run stays exact.
@@ -18,9 +18,7 @@ import csv
 import glob
 import io
 import logging
-import os
 import re
-import tarfile
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +33,13 @@ from eclip.errors import DatasetError, ImageLoadError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def record_skip(skipped: list[tuple[str, str]], name: str, reason: str) -> None:
+    """Log and record one bad entry of a pair source (`skipped`: the source's list the CLI reports)."""
+    reason = reason.removeprefix(f"{name}: ")  # an ImageLoadError names the file already
+    log.warning("skipped %s: %s", name, reason)
+    skipped.append((name, reason))
 
 
 class PairSource(Protocol):
@@ -112,8 +117,7 @@ class FilePairs:
         raise NotImplementedError
 
     def _skip(self, name: str, reason: str) -> None:
-        log.warning("skipped %s: %s", name, reason)
-        self.skipped.append((name, reason))
+        record_skip(self.skipped, name, reason)
 
     def _check_not_empty(self, where: str) -> None:
         if not self.names:
@@ -171,7 +175,7 @@ def read_caption(data: bytes) -> str | None:
     return _clean_caption(text)
 
 
-_NOT_TEXT = "caption file is binary, not UTF-8 text"
+NOT_TEXT = "caption file is binary, not UTF-8 text"
 
 
 class CsvPairs(FilePairs):
@@ -224,7 +228,7 @@ class FolderPairs(FilePairs):
             text = image.with_suffix(".txt")
             caption = read_caption(text.read_bytes()) if text.is_file() else ""
             if caption is None:
-                self._skip(str(image), f"{text.name}: {_NOT_TEXT}")
+                self._skip(str(image), f"{text.name}: {NOT_TEXT}")
                 continue
             if not caption:
                 self._skip(str(image), f"no caption ({text.name} missing or empty)")
@@ -254,81 +258,11 @@ def expand_shards(spec: str) -> list[Path]:
     return [path] if path.is_file() else []
 
 
-class WebDatasetPairs(FilePairs):
-    """WebDataset shards: tar files whose members `key.jpg|jpeg|png|webp` and `key.txt` form a pair.
-
-    The key is a member's path up to the first dot of its file name (the WebDataset convention).
-    Shards are indexed once (headers and captions); images are read on demand.
-    """
-
-    def __init__(self, shards: list[Path], image_size: int, seed: int = 0) -> None:
-        super().__init__(image_size, seed)
-        if not shards:
-            raise DatasetError("no WebDataset shards found; give a .tar file, a folder of .tar files or a pattern like s-{000..009}.tar")
-        self._members: list[tuple[Path, tarfile.TarInfo]] = []
-        self._open: dict[Path, tarfile.TarFile] = {}
-        self._pid = os.getpid()
-        for shard in shards:
-            self._index(Path(shard))
-        self._check_not_empty(str(shards[0].parent))
-
-    def _tar(self, shard: Path) -> tarfile.TarFile:
-        """This process's handle on `shard`: a forked DataLoader worker must not share the parent's file offset."""
-        if self._pid != os.getpid():
-            self._open, self._pid = {}, os.getpid()
-        if shard not in self._open:
-            self._open[shard] = tarfile.open(shard, "r")
-        return self._open[shard]
-
-    def _index(self, shard: Path) -> None:
-        try:
-            tar = self._tar(shard)
-            members = tar.getmembers()
-        except (OSError, tarfile.TarError, EOFError) as err:
-            self._skip(str(shard), f"unreadable tar ({err})")
-            return
-        groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-        for member in members:
-            if not member.isfile():
-                continue
-            folder, _, base = member.name.rpartition("/")
-            stem, dot, ext = base.partition(".")
-            if dot:
-                groups.setdefault(f"{folder}/{stem}", {})[ext.lower()] = member
-        for key, parts in groups.items():
-            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
-            name = f"{shard}:{key.lstrip('/')}"
-            if image is None or "txt" not in parts:
-                self._skip(name, "needs both an image (jpg/png/webp) and a .txt caption")
-                continue
-            try:
-                caption = read_caption(tar.extractfile(parts["txt"]).read())
-            except (OSError, tarfile.TarError) as err:
-                self._skip(name, f"unreadable caption ({err})")
-                continue
-            if caption is None:
-                self._skip(name, _NOT_TEXT)
-                continue
-            if not caption:
-                self._skip(name, "empty caption")
-                continue
-            self._members.append((shard, image))
-            self.names.append(name)
-            self.captions.append(caption)
-
-    def _read(self, i: int) -> bytes:
-        shard, member = self._members[i]
-        handle = self._tar(shard).extractfile(member)
-        if handle is None:
-            raise ImageLoadError(f"{self.names[i]}: not a regular file in the tar")
-        return handle.read()
-
-
 def open_pairs(spec: str, image_size: int, seed: int = 0,
                synthetic: Callable[[], PairSource] | None = None) -> PairSource:
     """A pair source from a `--data` value: `synthetic`, a `.csv`, WebDataset shards, or a folder.
 
-    A folder holding `.tar` files is read as WebDataset shards, any other folder as images with
+    A folder holding `.tar` files is streamed as WebDataset shards, any other folder read as images with
     same-stem `.txt` captions. `synthetic` builds the synthetic source (its options live in the CLI).
     """
     if spec == "synthetic":
@@ -347,4 +281,6 @@ def open_pairs(spec: str, image_size: int, seed: int = 0,
         raise DatasetError(
             f"--data {spec}: not 'synthetic', a .csv, a folder of images + .txt captions, or WebDataset .tar shards"
         )
+    from eclip.data.shard_stream import WebDatasetPairs
+
     return WebDatasetPairs(shards, image_size, seed)

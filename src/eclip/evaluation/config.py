@@ -10,6 +10,7 @@ from pathlib import Path
 from eclip.errors import EvaluationError
 from eclip.methods.scoring import TARGETS
 from eclip.metrics.faithfulness import BASELINES
+from eclip.precision import PRECISIONS
 
 #: Prompt templates per dataset: CLIP's 80 ImageNet templates for the photo datasets (Radford et al.
 #: 2021, arXiv 2103.00020, the "standard template ensemble"); the synthetic scenes use the single
@@ -62,6 +63,10 @@ class EvalConfig:
         perturbation_batch: perturbed images per forward pass.
         checkpoint_every: write the partial-results file every this many batches.
         task: "classes" or "phrases" (see `TASKS`).
+        workers: DataLoader processes decoding and preparing the images ahead of the models
+            (0: in this process); the records do not depend on it.
+        precision: "fp32", or "bf16" / "fp16" autocast for the maps (`eclip.precision`); a method
+            whose fidelity needs float32 runs in it whatever this says (`method_precision`).
     """
 
     dataset: str
@@ -83,9 +88,15 @@ class EvalConfig:
     perturbation_batch: int = 64
     checkpoint_every: int = 20
     task: str = "classes"
+    workers: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        from eclip.methods.base import get_method
+
         self.root = None if self.root is None else Path(self.root)
+        # one record per method as `get_method` spells it: "naclip:sigma=5.0" and "naclip:sigma=5" are one method
+        self.methods = list(dict.fromkeys(get_method(spec).label for spec in self.methods))
         self.maps_dir = None if self.maps_dir is None else Path(self.maps_dir)
         problems = []
         if not self.models and self.maps_dir is None:
@@ -105,6 +116,10 @@ class EvalConfig:
             problems.append(f"threshold_step={self.threshold_step} must divide 1, e.g. 0.05 or 0.01")
         if self.pointing_tolerance < 0:
             problems.append(f"pointing_tolerance={self.pointing_tolerance} must be >= 0")
+        if self.workers < 0:
+            problems.append(f"workers={self.workers} must be >= 0")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)}")
         if self.task not in TASKS:
             problems.append(f"task={self.task!r} must be one of {', '.join(TASKS)}")
         if problems:
@@ -119,7 +134,7 @@ class EvalConfig:
 
     def fingerprint(self, n_images: int, world: int, rank: int) -> dict:
         """What must not change between an interrupted run and its resumption (batch sizes may)."""
-        skip = {"batch_size", "perturbation_batch", "checkpoint_every", "device"}
+        skip = {"batch_size", "perturbation_batch", "checkpoint_every", "device", "workers"}
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         out.update(root=None if self.root is None else str(self.root.resolve()),
                    maps_dir=None if self.maps_dir is None else str(self.maps_dir.resolve()),

@@ -24,14 +24,15 @@ from eclip.metrics.semantic_shift import ScoreContrast
 
 @dataclass
 class Example:
-    """One image's maps: classes present, maps (P, H, W) in [0, 1], and each map's score contrast
-    (`ScoreContrast.per_pair`; NaN where the mask leaves no valid inside or outside, or the map is missing)."""
+    """One image's maps: classes present, their masks (P, H, W) bool, maps (P, H, W) in [0, 1], and each map's score
+    contrast (`ScoreContrast.per_pair`; NaN where the mask leaves no valid inside or outside, or the map is missing)."""
 
     image_id: str
     image: Image.Image
     classes: list[str]
     maps: np.ndarray
     contrasts: list[float]
+    masks: np.ndarray
 
 
 def _usable(dataset, classnames: list[str]) -> Iterator[Prepared]:
@@ -67,7 +68,7 @@ def example_maps(record: dict, dataset, n: int, device: str = "cpu") -> Iterator
                                     p.size)
                 contrasts = ScoreContrast.per_pair(maps, p.masks, p.ignore)
                 contrasts[torch.tensor([c not in found for c in p.classes])] = float("nan")
-                yield Example(p.image_id, p.image, list(p.classes), maps.numpy(), contrasts.tolist())
+                yield Example(p.image_id, p.image, list(p.classes), maps.numpy(), contrasts.tolist(), p.masks.numpy())
         return
 
     from eclip.methods.base import get_method
@@ -84,4 +85,4 @@ def example_maps(record: dict, dataset, n: int, device: str = "cpu") -> Iterator
     with torch.no_grad():
         maps = class_maps(model, method, batch, text, classnames)
     for p, m, contrasts in zip(batch, maps.per_sample(), maps.contrasts()):
-        yield Example(p.image_id, p.image, list(p.classes), m.numpy(), contrasts.tolist())
+        yield Example(p.image_id, p.image, list(p.classes), m.numpy(), contrasts.tolist(), p.masks.numpy())

@@ -2,7 +2,10 @@
 
 The JSON is the contract other tools read: a list with one record per (dataset, model, method)
 holding at least dataset, model, method, n_pairs, threshold, fg_iou, miou, msc (percent),
-inverted_rate, pointing_game, deletion_auc, insertion_auc (null where not computed).
+inverted_rate, pointing_game (fractions), deletion_auc, insertion_auc (null where not computed).
+The CSV has the same keys and values, so a script reads one name and one unit in either; what a
+person reads (the OUT.md table, printouts, pages, figures) shows "mSC %", "inverted %" and
+"pointing %" (`eclip.report.units`).
 """
 from __future__ import annotations
 

@@ -41,12 +41,37 @@ class SampleList:
         return self.samples[index]
 
 
-def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> Iterator[tuple[list[Prepared], list[str], int]]:
+def _batches(dataset, indices: list[int], classnames: list[str], size: int,
+             workers: int = 0) -> Iterator[tuple[list[Prepared], list[str], int]]:
     """(prepared samples, skip reasons, images consumed) per batch of `size` dataset indices: the one place the
-    evaluation reads its dataset."""
-    from eclip.data.registry import SkippedImage
+    evaluation reads its dataset. With `workers` > 0 the batches are decoded and prepared by that many DataLoader
+    processes ahead of the models (in order: the records are the same)."""
+    chunks = list(batched(indices, size))
+    if not workers:
+        yield from map(_PreparedBatches(dataset, classnames), chunks)
+        return
+    import torch
 
-    for chunk in batched(indices, size):
+    yield from torch.utils.data.DataLoader(_PreparedBatches(dataset, classnames, chunks), batch_size=None, num_workers=workers,
+                                           collate_fn=lambda item: item, generator=torch.Generator())
+
+
+class _PreparedBatches:
+    """One batch of dataset indices -> (prepared samples, skip reasons, images consumed); item i: `chunks[i]`."""
+
+    def __init__(self, dataset, classnames: list[str], chunks: list[list[int]] | None = None) -> None:
+        self.dataset, self.classnames, self.chunks = dataset, classnames, chunks or []
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[list[Prepared], list[str], int]:
+        return self(self.chunks[i])
+
+    def __call__(self, chunk: list[int]) -> tuple[list[Prepared], list[str], int]:
+        from eclip.data.registry import SkippedImage
+
+        dataset, classnames = self.dataset, self.classnames
         batch, skips = [], []
         for index in chunk:
             try:
@@ -62,7 +87,7 @@ def _batches(dataset, indices: list[int], classnames: list[str], size: int) -> I
                 skips.append(f"{sample.image_id}: {prepared}")
             else:
                 batch.append(prepared)
-        yield batch, skips, len(chunk)
+        return batch, skips, len(chunk)
 
 
 def open_task_dataset(config: EvalConfig):
@@ -139,7 +164,8 @@ class Evaluation:
         started = time.perf_counter()
         good = {m: s.to_json() for m, s in suites.items()}  # the state after the last complete batch
         try:
-            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.classnames, self.config.batch_size), 1):
+            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.classnames, self.config.batch_size,
+                                                                           self.config.workers), 1):
                 if batch and active:
                     source.update(batch, active)
                 for suite in suites.values():

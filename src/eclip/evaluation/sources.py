@@ -8,6 +8,7 @@ every pair in batched forward passes.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from eclip.evaluation.suite import MetricSuite
 from eclip.methods.base import Method, maps_to_size
 from eclip.metrics.faithfulness import Scorer, perturbation_curves
 from eclip.models.adapter import DenseCLIP
+from eclip.precision import autocast, method_precision
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,9 @@ class ModelSource(Source):
         for name, explainer in self.explainers.items():
             if name not in suites:
                 continue
-            maps = class_maps(self.model, explainer, batch, self.text, self.classnames, images=images)
+            with autocast(method_precision(name, self.config.precision), self.model.device):
+                maps = class_maps(self.model, explainer, batch, self.text, self.classnames, images=images)
+            maps = dataclasses.replace(maps, raw=maps.raw.float(), groups=[(i, m.float()) for i, m in maps.groups])
             suites[name].update_class_maps(maps)
             pairs = [(i, k) for i, p in enumerate(batch) for k, ok in zip(p.class_index, p.defined) if ok]
             if self.config.perturbation and pairs:  # the curves rank the pixels of the model input

@@ -125,7 +125,7 @@ class ImageInteractions(ImageExtra):
         titles, maps = [], []
         for caption in self.captions:
             words, word_maps = caption.word_maps()
-            titles += [f"{word}\n({caption.text[:30]})" for word in words]
+            titles += [f"{word}\n({caption.text})" for word in words]  # the figure wraps and shortens it
             maps.append(word_maps[0].float().cpu())
         return titles, torch.cat(maps)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,8 @@ class DenseCLIP(ABC):
 
     arch: str = ""
     pooling: PoolingConfig | None = None
+    #: Most text embeddings `encode_text` keeps, least recently used dropped first (a server sees endless new texts).
+    text_cache_size: int = 4096
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Every adapter's `pooled_and_dense` returns its pooling head's output (see `_with_head`)."""
@@ -73,7 +76,7 @@ class DenseCLIP(ABC):
         self.std = tuple(float(s) for s in std)
         self.context_length = context_length
         self._count_tokens = count_tokens
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # ----------------------------------------------------------------- basics
     @property
@@ -156,18 +159,23 @@ class DenseCLIP(ABC):
         return self._encode_tokens(tokens)
 
     def encode_text(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
-        """(K,) strings -> (K, D) L2-normalised text embeddings, computed once per text."""
+        """(K,) strings -> (K, D) L2-normalised text embeddings, computed once per text while it stays in the
+        cache (the `text_cache_size` most recently used texts)."""
         texts = list(texts)
-        missing = [t for t in dict.fromkeys(texts) if not (cache and t in self._text_cache)]
+        unique = list(dict.fromkeys(texts))
+        found = {t: self._text_cache[t] for t in unique if cache and t in self._text_cache}
+        missing = [t for t in unique if t not in found]
         if missing:
             with torch.no_grad():
                 emb = F.normalize(self._encode_tokens(self.tokenize(missing)).float(), dim=-1)
-            if not cache:
-                lookup = dict(zip(missing, emb))
-                return torch.stack([lookup[t] for t in texts])
-            for text, vector in zip(missing, emb):
-                self._text_cache[text] = vector
-        return torch.stack([self._text_cache[t] for t in texts])
+            found.update((text, vector.clone()) for text, vector in zip(missing, emb))  # a row, not a view of the batch
+        if cache:
+            for text in unique:
+                self._text_cache[text] = found[text]
+                self._text_cache.move_to_end(text)
+            while len(self._text_cache) > self.text_cache_size:
+                self._text_cache.popitem(last=False)
+        return torch.stack([found[t] for t in texts])
 
     def cached_text(self, feature: torch.Tensor, tolerance: float = 1e-5) -> str | None:
         """The text whose embedding `encode_text` cached is (D,) `feature` (cosine within `tolerance`), or None.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from eclip.models.adapter import DenseCLIP
 
@@ -156,6 +157,7 @@ class ViTAdapter(DenseCLIP):
 
     pool_type: str = "tok"  # "tok": the class token is the pooled output; "avg": mean of patch tokens
     pos_interpolation: str = "size"  # how `embed` resizes the position embedding: "size" or "dino" (interpolate_pos_embed)
+    grad_checkpointing: bool = False  # recompute each block's activations in the backward (training memory)
 
     # ------------------------------------------------------------- the pass
     @property
@@ -183,8 +185,9 @@ class ViTAdapter(DenseCLIP):
     ) -> tuple[torch.Tensor, list[BlockRecord]]:
         """Run blocks [start, end) on tokens x (B, T, C); return the output and per-block records."""
         records: list[BlockRecord] = []
+        recompute = self.grad_checkpointing and not record and torch.is_grad_enabled()  # eclip.train.grad_checkpointing
         for block in self.blocks[start:end]:
-            x, rec = run_block(block, x, record=record)
+            x, rec = checkpoint(run_block, block, x, use_reentrant=False) if recompute else run_block(block, x, record=record)
             if rec is not None:
                 records.append(rec)
         return x, records

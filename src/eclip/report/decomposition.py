@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from eclip.writing import atomic_write  # noqa: E402
+from eclip.report.overlay import save_png  # noqa: E402
 
 
 def decomposition_figure(image: Image.Image, result, texts: Sequence[str], out: Path) -> Path:
@@ -37,10 +37,4 @@ def decomposition_figure(image: Image.Image, result, texts: Sequence[str], out: 
         row[1].imshow(spatial, cmap="RdBu_r", vmin=-bound, vmax=bound, alpha=0.6)
         row[1].set_title("per location (all heads)", fontsize=8)
         row[1].axis("off")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
-    return out
+    return save_png(fig, out)

@@ -3,7 +3,7 @@
 The one writer of Markdown tables and the columns of the HTML one (`eclip.report.html`), for the
 records of `eclip evaluate` and of `eclip shift` (the same keys, plus zero-shot accuracy). Each
 number's direction (higher or lower is better) is the one its metric declares
-(`eclip.metrics.*.directions`); the labels are the report's. Reads records only.
+(`eclip.metrics.*.directions`); labels and units are `eclip.report.units`'. Reads records only.
 """
 from __future__ import annotations
 
@@ -11,27 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eclip.metrics import Deletion, Insertion, PointingGame, ScoreContrast, ThresholdIoU, ZeroShotAccuracy
+from eclip.report.units import SHOWN, format_value, label
 from eclip.writing import atomic_write_text
-
-#: Record key -> label, in the order tables and figures show them.
-LABELS = {
-    "fg_iou": "fg IoU",
-    "miou": "mIoU",
-    "msc": "mSC %",
-    "inverted_rate": "inverted",
-    "pointing_game": "pointing",
-    "deletion_auc": "deletion AUC",
-    "insertion_auc": "insertion AUC",
-}
 
 _DIRECTIONS = {k: up for metric in (ThresholdIoU, ScoreContrast, PointingGame, Deletion, Insertion)
                for k, up in metric.directions.items()}
 
-#: Record key -> (label, higher is better).
-METRICS = {key: (label, _DIRECTIONS[key]) for key, label in LABELS.items()}
+#: Record key -> (label, higher is better), in the order tables and figures show them.
+METRICS = {key: (label(key), _DIRECTIONS[key]) for key in SHOWN if key in _DIRECTIONS}
 
 #: The column `eclip shift` records add: the model's top-1 zero-shot accuracy (`ZeroShotAccuracy`'s top1).
-ZERO_SHOT = {"zero_shot": ("zero-shot", ZeroShotAccuracy.directions["top1"])}
+ZERO_SHOT = {"zero_shot": (label("zero_shot"), ZeroShotAccuracy.directions["top1"])}
 
 
 def columns(records: Sequence[dict]) -> dict[str, tuple[str, bool]]:
@@ -45,24 +35,15 @@ def arrow(key: str) -> str:
     return "↑" if {**METRICS, **ZERO_SHOT}[key][1] else "↓"
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def markdown_table(records: Sequence[dict]) -> str:
     """The records as a Markdown table (arrows give each metric's direction)."""
     shown = columns(records)
-    head = ["dataset", "model", "method", "pairs", "thr"] + [f"{label} {arrow(key)}" for key, (label, _) in shown.items()]
+    head = ["dataset", "model", "method", "pairs", "thr"] + [f"{name} {arrow(key)}" for key, (name, _) in shown.items()]
     head.append("skipped")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in records:
-        cells = [r["dataset"], r["model"], r["method"], _fmt(r.get("n_pairs")), _fmt(r.get("threshold"), 2)]
-        cells += [_fmt(r.get(key), 1 if key == "msc" else 3) for key in shown]
-        cells.append(_fmt(r.get("skipped", 0)) + (f" (+{r['missing']} missing)" if r.get("missing") else ""))
+        cells = [r["dataset"], r["model"], r["method"]] + [format_value(key, r.get(key)) for key in ("n_pairs", "threshold", *shown)]
+        cells.append(format_value("skipped", r.get("skipped", 0)) + (f" (+{r['missing']} missing)" if r.get("missing") else ""))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from eclip.data.sample import Sample
-from eclip.errors import ImageLoadError, TextInputError
+from eclip.errors import ImageLoadError, MethodError, OptionError, TextInputError
 
 TEMPLATE_CHOICES: dict[str, str | None] = {
     "verbatim": None,
@@ -31,7 +31,11 @@ class ServeLimits:
     max_pixels: int = 16_777_216  # 4096 x 4096: a phone photo passes, a decompression bomb does not
     max_texts: int = 16
     max_text_chars: int = 200
-    display_side: int = 512  # overlays shown in the page are at most this many pixels on a side
+    max_template_chars: int = 200  # the tokenizer's time grows faster than the text's length
+    max_maps: int = 64  # texts x methods x models in one request (16 texts, 2 methods, vanilla vs ECLIP)
+    map_side: int = 1024  # longest side of the maps written as .npy, as `eclip explain --map-size`
+    display_side: int = 512  # longest side of the image in the overlay figures of the downloads
+    tile_side: int = 256  # longest side of a map tile shown in the page
 
     @property
     def max_upload_bytes(self) -> int:
@@ -64,17 +68,53 @@ def parse_texts(raw: str | None, limits: ServeLimits) -> list[str]:
     return texts
 
 
-def resolve_template(choice: str | None) -> str | None:
-    """A page choice (a label of `TEMPLATE_CHOICES` or a typed template with '{}') -> `encode_prompts`' argument."""
-    from eclip.prompts import resolve_templates
+def resolve_template(choice: str | None, limits: ServeLimits = ServeLimits()) -> str | None:
+    """A page choice (a label of `TEMPLATE_CHOICES`, or a typed template with '{}') -> `encode_prompts`' argument.
 
+    A typed template is checked here, in the page's words: its length, a '{}' that `str.format` fills
+    (not '{{}}', which gives every text the same prompt) and no other field.
+    """
     if not choice or choice in TEMPLATE_CHOICES:
         return TEMPLATE_CHOICES.get(choice or "verbatim")
+    listed = "; or pick one from the list: " + ", ".join(TEMPLATE_CHOICES)
+    if len(choice) > limits.max_template_chars:
+        raise TextInputError(f"the prompt template has {len(choice)} characters, more than the limit of "
+                             f"{limits.max_template_chars}; shorten it{listed}")
+    shown = choice if len(choice) <= 40 else choice[:40] + "..."
     try:
-        resolve_templates(choice)
-    except ValueError as err:
-        raise TextInputError(str(err)) from None
+        filled = choice.format("\0")
+    except (IndexError, KeyError, ValueError):
+        raise TextInputError(f"the prompt template '{shown}' is not a template: use {{}} once where the text goes and no other "
+                             f"braces, e.g. 'a photo of a {{}}.'{listed}") from None
+    if "\0" not in filled:
+        raise TextInputError(f"the prompt template '{shown}' has no {{}} where the text goes, so every text would get the same "
+                             f"prompt; write e.g. 'a sketch of a {{}}.'{listed}")
     return choice
+
+
+def parse_methods(names: Sequence[str] | None, known: Sequence[str], limits: ServeLimits = ServeLimits()) -> list[str]:
+    """The picked methods, each once, in order: at most as many names as there are methods, each a known one."""
+    names = [str(name) for name in names or []]
+    if len(names) > len(known):
+        raise MethodError(f"{len(names)} methods named, more than the {len(known)} there are; name each method once")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise MethodError(f"unknown method '{unknown[0][:40]}'; pick from: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def check_request_size(texts: int, methods: int, models: int, limits: ServeLimits = ServeLimits()) -> None:
+    """Refuse a request of more maps (texts x methods x models) than the server's limit, before any work."""
+    if texts * methods * models > limits.max_maps:
+        raise OptionError(f"{texts} text(s) x {methods} method(s) x {models} model(s) is {texts * methods * models} maps, "
+                          f"more than this server's limit of {limits.max_maps} per request; ask for fewer texts or methods")
+
+
+def upload_too_big(size: int, limits: ServeLimits) -> str | None:
+    """The message for an upload of `size` bytes over the limit (the page shows it for uploads Gradio refuses itself), or None."""
+    if size <= limits.max_upload_bytes:
+        return None
+    return f"the upload is {size / 2**20:.1f} MB, above the limit of {limits.max_upload_mb:g} MB of this server; send a smaller image"
 
 
 def read_upload(data: bytes | None, folder: Path, limits: ServeLimits) -> ImageInput:
@@ -89,9 +129,9 @@ def read_upload(data: bytes | None, folder: Path, limits: ServeLimits) -> ImageI
 
     if not data:
         raise ImageLoadError("no image: upload one or pick a bundled sample")
-    if len(data) > limits.max_upload_bytes:
-        raise ImageLoadError(f"the upload is {len(data) / 2**20:.1f} MB, above the limit of {limits.max_upload_mb:g} MB of "
-                             "this server; send a smaller image")
+    too_big = upload_too_big(len(data), limits)
+    if too_big:
+        raise ImageLoadError(too_big)
     path = atomic_write(Path(folder) / "upload", lambda tmp: tmp.write_bytes(data))
     try:
         image = load_image(path, max_pixels=limits.max_pixels)

@@ -18,13 +18,16 @@ class ModelCache:
 
     Offered: the bundled models and the extra (name, pretrained) pairs given at start-up, under
     their labels (name, or name:pretrained). `using` holds a per-model lock while a job runs, so
-    methods that hook into a model never overlap on it; different models run in parallel.
+    methods that hook into a model never overlap on it; different models run in parallel. Each
+    model keeps at most `text_cache` text embeddings (`DenseCLIP.text_cache_size`, least recently
+    used dropped first), so a server that sees endless new texts keeps a bounded cache.
     """
 
-    def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu") -> None:
+    def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu", text_cache: int = 4096) -> None:
         from eclip.models.loading import bundled_models, eclip_pairs
 
         self.device = device
+        self.text_cache = text_cache
         self.specs: dict[str, tuple[str, str | None]] = {}
         for name, pretrained in extra:
             self.specs[f"{name}:{pretrained}" if pretrained else name] = (name, pretrained)
@@ -50,7 +53,9 @@ class ModelCache:
             if label not in self._models:
                 name, pretrained = self.specs[label]
                 started = time.perf_counter()
-                self._models[label] = load_model(name, pretrained, device=self.device)
+                model = load_model(name, pretrained, device=self.device)
+                model.text_cache_size = self.text_cache
+                self._models[label] = model
                 log.info("loaded %s in %.1f s", label, time.perf_counter() - started)
             return self._models[label]
 

@@ -2,65 +2,120 @@
 
 What the page computes, limits and checks lives in the rest of `eclip.serve` (tested without a
 browser); this module lays it out and turns every expected error into one line in the page.
-Gradio's analytics are switched off before it is imported, the page loads no web font, and
-nothing is shared: a server started here talks to the browsers that reach it and to nothing else.
+At 1280 x 900 the controls and Explain fit above the fold: samples as thumbnails, the methods in
+families with a line each (those the model cannot run greyed out), the maps as tiles of one size
+under column headers, with a colour bar, and the numbers in a table.
+Gradio's analytics and run history are off, the page loads no web font, and nothing is shared: a
+server started here talks to the browsers that reach it and to nothing else. Everything it
+writes stays in one temporary folder (`Workspace`), removed when it stops.
 """
 from __future__ import annotations
 
+import base64
 import html
+import io
 import logging
 import os
-from collections.abc import Callable
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 
 import gradio as gr  # noqa: E402
 
-from eclip.errors import EclipError, ImageLoadError  # noqa: E402
-from eclip.serve import (  # noqa: E402
+from eclip.errors import EclipError, ImageLoadError, OutputError  # noqa: E402
+from eclip.report.units import SC_LABEL, label  # noqa: E402
+from eclip.serve.inputs import (  # noqa: E402
     TEMPLATE_CHOICES,
     BundledSamples,
-    ModelCache,
     ServeLimits,
-    ServeResult,
-    Workspace,
-    explain_request,
+    check_request_size,
+    parse_methods,
     parse_texts,
     read_upload,
     resolve_template,
+    upload_too_big,
+)
+from eclip.serve.menu import FAMILIES, menu, unsupported  # noqa: E402
+from eclip.serve.models import ModelCache  # noqa: E402
+from eclip.serve.request import (  # noqa: E402
+    ServeResult,
+    explain_request,
+    figure_bytes,
+    read_manifest,
+    request_bytes,
     write_figures,
 )
+from eclip.serve.uploads import BodyLimit  # noqa: E402
+from eclip.serve.workspace import Quotas, Workspace  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-INTRO = """# eclip · where does CLIP look?
-Upload an image or pick a bundled sample, type what to look for (one text per line), pick a model and
-one or more methods. Each map is min-max normalised (red: where the image matches the text best);
-*cos* is the image-text cosine, *p* the softmax over your texts. **Vanilla vs ECLIP** shows the same
-texts on a bundled model and its ECLIP fine-tune side by side; on a bundled sample each map also gets
-its score contrast (mean inside the object's mask minus outside; below zero the map prefers the
-background, the semantic shift ECLIP fixes)."""
+HEADER = """<div id="eclip-head"><b>eclip</b> · where does CLIP look?
+<span>Pick a sample or upload an image, type what to look for, tick methods, then Explain.</span></div>"""
 
-# The status line in colour; the map grid grows with its rows, and each caption is a full line under its overlay.
-CSS = """#status p{margin:0.3em 0}#status .eclip-error{color:#b00020;font-weight:600}#status .eclip-ok{color:#2e6b30}
-#maps .fixed-height{max-height:none;min-height:0}
-#maps .thumbnail-item{aspect-ratio:auto;display:flex;flex-direction:column}
-#maps .thumbnail-item>img{aspect-ratio:1/1;height:auto}
-#maps .caption-label{position:static;max-width:none;white-space:normal;opacity:1;border:none;border-radius:0;
-font-size:11px;line-height:1.3}"""
+ABOUT = """Each map is min-max normalised to [0, 1] (the colour bar: bright is where the image matches the text
+best). In the table, *cos* is the image-text cosine and *p* the softmax over your texts. **Vanilla vs
+ECLIP** explains the same texts with a bundled model and its ECLIP fine-tune (masked max pooling; Li, Wang,
+Duan, Li 2022, arXiv 2209.07046) side by side. On a bundled sample each map whose text names a shape gets
+its **SC %** in the table: the mean of the map inside the shape's mask minus outside, in percent; below zero
+the map prefers the background, the semantic shift ECLIP fixes. A column's header gives their mean, the
+**mSC %** of `eclip evaluate`. The downloads hold each map at the image's size (`.npy`, K x H x W in
+[0, 1], at most the server's map size a side) and an overlay figure (`.png`)."""
 
-# Resolves when every overlay image in the grid has loaded (or after 10 s), in the browser.
+TILE_PX = 184  # the tiles' size on the page, whatever the number of maps
+
+CSS = """
+.gradio-container{max-width:1280px !important;padding-top:6px !important}
+#eclip-head{font-size:20px;margin:0 0 2px}#eclip-head span{font-size:14px;color:#555;margin-left:10px}
+#status{min-height:2.2em}#status p{margin:0.2em 0}#status .eclip-error{color:#b00020;font-weight:600}
+#status .eclip-ok{color:#2e6b30}
+#samples .fixed-height{min-height:0;max-height:none;height:auto}#samples .grid-wrap{padding:30px 8px 8px}
+#samples .grid-container{padding-top:0 !important}
+#samples .grid-container{grid-template-columns:repeat(6,minmax(0,1fr)) !important;gap:6px}
+#samples .thumbnail-item{cursor:pointer;width:100%;height:auto;aspect-ratio:1/1}
+.eclip-family{padding:4px 8px !important}.eclip-family label{flex:1 1 100%;padding:1px 4px !important;font-size:13px;
+margin:0 !important}.eclip-family .wrap{gap:1px !important}.eclip-family [data-testid=block-info]{margin-bottom:2px}
+#methods-off p{margin:2px 0;font-size:12px;color:#777}
+.eclip-bar{display:flex;align-items:center;gap:8px;font-size:13px;color:#444;margin:4px 0 8px}
+.eclip-bar img{width:220px;height:12px;image-rendering:pixelated;border:1px solid #999}
+.eclip-grid{display:grid;gap:10px 10px;overflow-x:auto;padding-bottom:4px}
+.eclip-col{font-size:13px;line-height:1.25;border-bottom:2px solid #ccc;padding-bottom:3px;align-self:end}
+.eclip-col b{font-size:14px}.eclip-col .eclip-msc{color:#555}
+.eclip-tile{margin:0}.eclip-tile img{width:var(--tile);height:var(--tile);object-fit:contain;background:#eee;display:block}
+.eclip-tile figcaption{font-size:12px;color:#333;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;width:var(--tile)}
+"""
+
+# Resolves when every tile in the grid has loaded (or after 10 s), in the browser.
 MAPS_SHOWN = """() => new Promise((resolve) => {
   const start = performance.now();
   const tick = () => {
-    const images = [...document.querySelectorAll('#maps img')];
+    const images = [...document.querySelectorAll('#maps img.eclip-map')];
     if (images.every((img) => img.complete) || performance.now() - start > 10000) resolve([]);
     else requestAnimationFrame(tick);
   };
   tick();
 })"""
 
-SCORE_COLUMNS = ["model", "method", "text", "cosine", "probability", "score contrast"]
+# An upload over the limit never reaches a handler (Gradio refuses it in the browser or with a 413): the
+# browser passes its size to the server, whose answer goes to the status line like any other error.
+UPLOAD_SIZE_WATCH = """() => {
+  const send = (file) => {
+    if (!file || file.size <= LIMIT) return;
+    const box = document.querySelector('#upload-size textarea, #upload-size input');
+    if (!box) return;
+    box.value = file.size + ' ' + Date.now();  // a new value each time: the same file twice is reported twice
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  };
+  const inUpload = (e) => e.target && e.target.closest && e.target.closest('#upload');
+  document.addEventListener('change', (e) => { if (inUpload(e) && e.target.files) send(e.target.files[0]); }, true);
+  document.addEventListener('drop', (e) => { if (inUpload(e) && e.dataTransfer) send(e.dataTransfer.files[0]); }, true);
+}"""
+
+SCORE_COLUMNS = ["model", "method", "text", "cos", "p", SC_LABEL]
 
 
 def status_line(text: str, error: bool = False) -> str:
@@ -68,134 +123,278 @@ def status_line(text: str, error: bool = False) -> str:
     return f"<p class='{'eclip-error' if error else 'eclip-ok'}'>{html.escape(text)}</p>"
 
 
-def _score_rows(result: ServeResult) -> list[list]:
+def _url(path: Path) -> str:
+    """The page's address of a file in the server's temporary root (Gradio serves that folder)."""
+    return "gradio_api/file=" + urllib.parse.quote(str(path))
+
+
+def colour_bar() -> str:
+    """The maps' scale from 0 to 1 as an inline PNG (`colour_bar_image`, the colours of the figures' bars)."""
+    from eclip.report.overlay import colour_bar_image
+
+    buffer = io.BytesIO()
+    colour_bar_image(256, 12).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def maps_html(result: ServeResult, bar: str, compare: bool) -> str:
+    """The map grid: one column per (model, method) under its header, one row per text, tiles of one size."""
+    roles = dict(zip(result.models, ("vanilla", "ECLIP"))) if compare else {}
+    heads = []
+    for model, method in result.columns:
+        msc = result.msc_percent(model, method)
+        shown = "" if msc is None else f"<br><span class='eclip-msc'>{label('msc')} {msc:+.1f}</span>"
+        heads.append(f"<div class='eclip-col'>{html.escape((roles[model] + ' · ') if model in roles else '')}{html.escape(model)}<br>"
+                     f"<b>{html.escape(method)}</b>{shown}</div>")
+    tiles = [f"<figure class='eclip-tile'><img class='eclip-map' src='{_url(p.tile)}' alt='{html.escape(p.method)} map for "
+             f"{html.escape(p.text)}'><figcaption title='{html.escape(p.text)}'>{html.escape(p.caption)}</figcaption></figure>"
+             for p in result.panels]
+    return (f"<div class='eclip-bar'><span>map value: 0</span><img src='{bar}' alt='colour bar'><span>1</span>"
+            "<span>(each map min-max normalised)</span></div>"
+            f"<div class='eclip-grid' style='--tile:{TILE_PX}px;grid-template-columns:repeat({len(result.columns)},{TILE_PX}px)'>"
+            f"{''.join(heads)}{''.join(tiles)}</div>")
+
+
+def score_rows(result: ServeResult) -> list[list]:
     return [[p.model, p.method, p.text, round(p.cosine, 4), round(p.probability, 4),
-             "" if p.contrast is None else round(p.contrast, 3)] for p in result.panels]
+             "" if p.sc_percent is None else round(p.sc_percent, 1)] for p in result.panels]
 
 
-def build_app(models: ModelCache, limits: ServeLimits, default_model: str | None = None,
-              workspace: Workspace | None = None, samples: BundledSamples | None = None) -> gr.Blocks:
-    """The page: inputs on the left, status, overlays, scores and downloads on the right."""
-    from eclip.methods.base import available_methods
-    from eclip.report.overlay import heat_overlay
+def methods_off_html(label: str, reasons: dict[str, str]) -> str:
+    """A style that greys out (and blocks) the methods `label` cannot run, and one line saying so."""
+    if not reasons:
+        return ""
+    selectors = ",".join(f'.eclip-family label:has(input[name="{name}"])' for name in reasons)
+    why = sorted(set(reasons.values()))[0].split("' ", 1)[-1]  # "is not defined for resnet models"
+    return (f"<style>{selectors}{{opacity:0.4;pointer-events:none;text-decoration:line-through}}</style>"
+            f"<p>greyed out: {html.escape(', '.join(reasons))} {html.escape(why)} ({html.escape(label)})</p>")
+
+
+@contextmanager
+def gradio_temp_dir(path: Path) -> Iterator[None]:
+    """Point Gradio's temporary folder at `path` while the page is built and served.
+
+    Its components and app read `GRADIO_TEMP_DIR` when they are made; its routes module read it once
+    at import (a folder it makes for every app), so that copy is pointed there too.
+    """
+    import gradio.routes
+
+    before = os.environ.get("GRADIO_TEMP_DIR"), gradio.routes.DEFAULT_TEMP_DIR
+    os.environ["GRADIO_TEMP_DIR"] = gradio.routes.DEFAULT_TEMP_DIR = str(path)
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before[0]
+        gradio.routes.DEFAULT_TEMP_DIR = before[1]
+
+
+def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, default_model: str | None = None,
+              samples: BundledSamples | None = None) -> gr.Blocks:
+    """The page: image, texts and methods on top, the maps, scores and downloads under them.
+
+    Call it inside `gradio_temp_dir(workspace.root)`, so that what Gradio writes stays in the workspace.
+    """
+    from eclip.writing import atomic_write
 
     samples = samples or BundledSamples()
-    workspace = workspace or Workspace()
-    methods = available_methods()
-    vit_only = [name for name, cls in methods.items() if "resnet" not in cls.archs]
     default_model = default_model or models.labels[0]
+    families = menu()
+    known = [item.name for items in families.values() for item in items]
+    bar = colour_bar()
+    thumbs = []
+    for sample_id in samples.ids:
+        source = samples.image_path(sample_id)
+        thumbs.append((str(atomic_write(workspace.static / f"{sample_id}.png", lambda tmp, s=source: tmp.write_bytes(s.read_bytes()))),
+                       sample_id))
 
-    def preview_sample(sample_id):
-        if not sample_id:
-            return gr.update(), gr.update(), gr.update(), ""
+    def menu_state(label: str, *picked: list[str]) -> tuple:
+        """Per family: its ticks without the methods `label` cannot run; then the greyed-out style."""
         try:
-            item = samples.get(sample_id)
-            return item.image, "\n".join(samples.classes_present(sample_id)), None, ""
+            reasons = unsupported(models.get(label), known)
         except EclipError as err:
-            return None, gr.update(), gr.update(), status_line(str(err), error=True)
+            return (*(gr.update() for _ in picked), status_line(str(err), error=True))
+        return (*([name for name in values or [] if name not in reasons] for values in picked), methods_off_html(label, reasons))
+
+    def pick_sample(evt: gr.SelectData):
+        sample_id = samples.ids[evt.index]
+        return sample_id, thumbs[evt.index][0], "\n".join(samples.classes_present(sample_id)), None, ""
 
     def preview_upload(data):
         if data is None:
             return gr.update(), gr.update(), ""
         try:
-            item = read_upload(data, workspace.new_folder(), limits)
-            return item.image, None, ""
+            with workspace.job():
+                folder = workspace.new_folder(len(data) + limits.display_side ** 2 * 3)
+                try:
+                    item = read_upload(data, folder, limits)
+                    shown = folder / "preview.jpg"
+                    item.image.thumbnail((limits.display_side, limits.display_side))
+                    atomic_write(shown, lambda tmp: item.image.convert("RGB").save(tmp, format="JPEG", quality=90))
+                finally:
+                    workspace.settle(folder)
+            return str(shown), "", ""
         except EclipError as err:
-            return None, None, status_line(str(err), error=True)
+            return None, gr.update(), status_line(str(err), error=True)
 
-    def explain(data, sample_id, raw_texts, template, model_label, method_names, compare, progress=gr.Progress(track_tqdm=True)):
-        empty = (gr.update(value=[]), [], None, None)
+    def upload_size(raw: str):
+        size = (raw or "").split(" ")[0]
+        message = upload_too_big(int(size), limits) if size.isdigit() else None
+        return status_line(message, error=True) if message else gr.update()
+
+    def run(data, sample_id: str, raw_texts: str, template: str, model_label: str, compare: bool, dense: list[str],
+            attention: list[str], gradient: list[str], perturbation: list[str], other: list[str],
+            progress=gr.Progress(track_tqdm=True)):
+        """Explain the image (an upload, or else the sample named by id) for the texts with the ticked methods."""
+        empty = ("", [], None, None)
         try:
-            texts = parse_texts(raw_texts, limits)
-            prompt = resolve_template(template)
-            labels = models.comparison(model_label) if compare else [model_label]
-            folder = workspace.new_folder()
-            item = read_upload(data, folder, limits) if data is not None else samples.get(sample_id) if sample_id else None
-            if item is None:
-                raise ImageLoadError("no image: upload one or pick a bundled sample")
-            result = explain_request(models, item, texts, prompt, labels, list(method_names or []), folder,
-                                     progress=lambda fraction, desc: progress(fraction, desc=desc), limits=limits)
-            gallery = [(heat_overlay(result.display, p.heat), p.caption) for p in result.panels]
+            with workspace.job():
+                result = explain(data, sample_id, raw_texts, template, model_label, compare,
+                                 [*(dense or []), *(attention or []), *(gradient or []), *(perturbation or []), *(other or [])],
+                                 lambda fraction, desc: progress(fraction, desc=desc))
         except EclipError as err:
             return (status_line(str(err), error=True), *empty)
         except Exception as err:  # a bug, not bad input: one line here, the traceback in the server log
             log.exception("explain failed")
             return (status_line(f"internal error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                                 "see the server log", error=True), *empty)
-        message = (f"{result.name}: {len(texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
+        message = (f"{result.name}: {len(result.texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
                    f"in {result.seconds:.3f} s")
-        return (status_line(message), gr.update(value=gallery, columns=result.columns), _score_rows(result), result, None)
+        return status_line(message), maps_html(result, bar, compare), score_rows(result), result.folder.name, None
 
-    def downloads(result):
-        if result is None:
+    def explain(data, sample_id, raw_texts, template, model_label, compare, picked, progress) -> ServeResult:
+        texts = parse_texts(raw_texts, limits)
+        prompt = resolve_template(template, limits)
+        methods = parse_methods(picked, known, limits)
+        labels = models.comparison(model_label) if compare else [model_label]
+        check_request_size(len(texts), len(methods), len(labels), limits)
+        if data is None and not sample_id:
+            raise ImageLoadError("no image: upload one or pick a bundled sample")
+        folder = workspace.new_folder(len(data) if data is not None else 0)
+        try:
+            item = read_upload(data, folder, limits) if data is not None else samples.get(sample_id)
+            if not workspace.reserve(folder, request_bytes((item.image.height, item.image.width), len(texts), len(methods),
+                                                           len(labels), limits)):
+                raise OutputError("the server's disk for results is full of requests still running; try again in a moment")
+            return explain_request(models, item, texts, prompt, labels, methods, folder, progress=progress, limits=limits)
+        except BaseException:
+            workspace.discard(folder)
+            raise
+        finally:
+            workspace.settle(folder)
+
+    def downloads(request_id: str | None):
+        """The maps (.npy) and overlay figures (.png) of the session's last request, if the server still keeps them."""
+        folder = workspace.folder(request_id)
+        if folder is None:
             return None
         try:
-            return [str(path) for path in write_figures(result)]
+            with workspace.job():
+                if not workspace.reserve(folder, figure_bytes(read_manifest(folder))):
+                    return None
+                try:
+                    return [str(path) for path in write_figures(folder, samples, limits)]
+                finally:
+                    workspace.settle(folder)
         except Exception:  # the maps are on the page already; losing the files must not break it
             log.exception("writing the downloads failed")
             return None
 
-    with gr.Blocks(title="eclip", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown(INTRO)
-        result_state = gr.State(None, time_to_live=3600)  # display-size maps, for the downloads step
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
-                upload = gr.File(label=f"Upload an image (at most {limits.max_upload_mb:g} MB)", type="binary",
-                                 file_types=["image"], elem_id="upload")
-                sample = gr.Dropdown(samples.choices(), value=None, label="... or pick a bundled sample (with masks)",
-                                     elem_id="sample")
-                preview = gr.Image(label="input image", interactive=False, height=180, elem_id="preview")
-                texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts})", lines=3, elem_id="texts",
-                                   placeholder="a red star\na blue circle")
+    with gr.Blocks(title="eclip", analytics_enabled=False) as demo:
+        gr.HTML(HEADER, js_on_load=None)
+        result_state = gr.State(None)  # the id of the session's last request folder, for the downloads step
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=300):
+                gallery = gr.Gallery([path for path, _ in thumbs], label="Samples, with masks: click one", columns=6, height="auto",
+                                     allow_preview=False, object_fit="contain", elem_id="samples", buttons=[], interactive=False)
+                upload = gr.File(label=f"... or upload an image (at most {limits.max_upload_mb:g} MB)", type="binary",
+                                 file_types=["image"], elem_id="upload", height=130)
+                preview = gr.Image(label="image", interactive=False, height=190, elem_id="preview", buttons=[])
+                sample = gr.Textbox(visible="hidden", elem_id="sample", label="sample id")
+                size_box = gr.Textbox(visible="hidden", elem_id="upload-size", label="upload size")
+            with gr.Column(scale=3, min_width=300):
+                texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts})", lines=4, max_lines=8,
+                                   elem_id="texts", placeholder="a red star\na blue circle")
                 template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True, elem_id="template",
-                                       label="Prompt: verbatim, a template with {}, or a prompt ensemble")
+                                       label="Prompt: verbatim, a template with {}, or an ensemble")
                 model = gr.Dropdown(models.labels, value=default_model, label="Model", elem_id="model")
-                method = gr.CheckboxGroup(list(methods), value=["itsm"], label="Methods", elem_id="methods",
-                                          info=f"ViT only: {', '.join(vit_only)}. rise runs hundreds of forwards.")
-                compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its bundled ECLIP fine-tune",
-                                      elem_id="compare")
-                run = gr.Button("Explain", variant="primary", elem_id="explain")
-            with gr.Column(scale=2):
-                status = gr.HTML("", elem_id="status")
-                gallery = gr.Gallery(label="maps", columns=2, height="auto", object_fit="contain", format="jpeg",
-                                     elem_id="maps")
-                scores = gr.Dataframe(headers=SCORE_COLUMNS, label="scores", interactive=False, elem_id="scores")
-                files = gr.File(label="Downloads: maps (.npy, K x H x W in [0, 1]) and overlays (.png)",
-                                file_count="multiple", interactive=False, elem_id="downloads")
+                compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its ECLIP fine-tune", elem_id="compare")
+                button = gr.Button("Explain", variant="primary", elem_id="explain")
+                status = gr.HTML("", elem_id="status", js_on_load=None)
+            with gr.Column(scale=4, min_width=340, elem_id="methods"):
+                groups = [gr.CheckboxGroup([(item.label, item.name) for item in families[family]],
+                                           value=["itsm"] if family == "dense" else [], label=f"{family}: {FAMILIES[family]}",
+                                           elem_id=f"methods-{family}", elem_classes=["eclip-family"])
+                          for family in FAMILIES]
+                off = gr.HTML(menu_state(default_model, *([] for _ in groups))[-1], elem_id="methods-off", js_on_load=None)
+        maps = gr.HTML("", elem_id="maps", js_on_load=None)
+        scores = gr.Dataframe(headers=SCORE_COLUMNS, datatype=["str", "str", "str", "number", "number", "number"],
+                              label="scores", interactive=False, elem_id="scores", max_height=420)
+        files = gr.File(label="Downloads: maps (.npy, K x H x W in [0, 1]) and overlay figures (.png)", file_count="multiple",
+                        interactive=False, elem_id="downloads")
+        with gr.Accordion("How to read the page", open=False):
+            gr.Markdown(ABOUT)
 
-        light = dict(concurrency_limit=2, concurrency_id="preview", api_visibility="private")
-        sample.input(preview_sample, sample, [preview, texts, upload, status], **light)
+        light = dict(concurrency_limit=2, concurrency_id="light", api_visibility="private", show_progress="hidden")
+        gallery.select(pick_sample, None, [sample, preview, texts, upload, status], **light)
         upload.upload(preview_upload, upload, [preview, sample, status], **light)
         upload.clear(lambda: (None, ""), None, [preview, status], **light)
+        size_box.change(upload_size, size_box, status, **light)
+        model.change(menu_state, [model, *groups], [*groups, off], **light)
         # The figures for the downloads are drawn once the browser has the maps: drawing them earlier
-        # would compete with serving the overlay images for the server's time.
-        run.click(explain, [upload, sample, texts, template, model, method, compare],
-                  [status, gallery, scores, result_state, files], api_visibility="private",
-                  ).then(None, js=MAPS_SHOWN).then(downloads, result_state, files, api_visibility="private")
+        # would compete with serving the tiles for the server's time.
+        button.click(run, [upload, sample, texts, template, model, compare, *groups], [status, maps, scores, result_state, files],
+                     api_name="explain", show_progress_on=[status], concurrency_id="explain",
+                     ).then(None, js=MAPS_SHOWN).then(downloads, result_state, files, api_name="downloads", show_progress="hidden")
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: int, limits: ServeLimits, concurrency: int, queue_size: int,
-           quiet: bool = False) -> None:
-    """Serve `demo` until interrupted: a queue caps the jobs, uploads are capped, nothing is shared."""
+def launch(demo: gr.Blocks, workspace: Workspace, host: str, port: int, limits: ServeLimits, concurrency: int, queue_size: int,
+           max_sessions: int, upload_max_age: float = 3600.0, quiet: bool = False) -> None:
+    """Serve `demo` until interrupted: a queue caps the jobs, request bodies and uploads are capped, nothing is shared.
+
+    Gradio's file sets forget what the workspace removes (they would grow with every request), and
+    Gradio's area is swept after every upload (`BodyLimit`).
+    """
+    from starlette.middleware import Middleware
+
+    def forget(paths: set[str]) -> None:
+        for file_set in demo.temp_file_sets:
+            file_set.difference_update(paths)
+
+    workspace.forget = forget
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     demo.launch(
-        server_name=host, server_port=port, share=False, max_file_size=limits.max_upload_bytes,
-        footer_links=[], ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,
+        server_name=host, server_port=port, share=False, max_file_size=limits.max_upload_bytes, prevent_thread_lock=True,
+        footer_links=[], ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, run_history=False,
+        state_session_capacity=max_sessions, quiet=quiet,
+        app_kwargs={"middleware": [Middleware(BodyLimit, workspace=workspace, upload_bytes=limits.max_upload_bytes,
+                                              max_age=upload_max_age)]},
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
-        css=CSS, quiet=quiet,
+        css=CSS, js=UPLOAD_SIZE_WATCH.replace("LIMIT", str(limits.max_upload_bytes)),
     )
+    try:
+        while demo.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close(verbose=False)
 
 
 def serve(models: ModelCache, limits: ServeLimits, host: str, port: int, concurrency: int = 1, queue_size: int = 32,
-          ready: Callable[[], None] | None = None) -> None:
+          quotas: Quotas = Quotas(), max_sessions: int = 1000, ready: Callable[[], None] | None = None) -> None:
     """Load the start-up models, call `ready` (the caller's moment to say where the page is), and serve the
-    page until interrupted; the uploads' folder is removed at the end."""
-    models.load_start_up()
-    if ready is not None:
-        ready()
-    workspace = Workspace()
+    page until interrupted; every file the server wrote is removed at the end, whatever ends it."""
+    workspace = Workspace(quotas)
     try:
-        launch(build_app(models, limits, workspace=workspace), host, port, limits, concurrency, queue_size, quiet=True)
+        models.load_start_up()
+        with gradio_temp_dir(workspace.root):
+            demo = build_app(models, limits, workspace)
+            if ready is not None:
+                ready()
+            launch(demo, workspace, host, port, limits, concurrency, queue_size, max_sessions, quiet=True)
     finally:
         workspace.close()

@@ -35,8 +35,10 @@ from eclip.data.pairs import PairSource
 from eclip.distributed import barrier, world
 from eclip.errors import RecipeError
 from eclip.models.folder import save_model_folder
+from eclip.precision import PRECISIONS
 from eclip.train.checkpoint import RUN_FILES, check_run_folder, check_same_run, load_state, restore_rng, save_state
-from eclip.train.losses import ImageEmbedding, LossTerm, LossTerms, clip_loss
+from eclip.train.losses import ImageEmbedding, LossTerm, LossTerms
+from eclip.train.numerics import StepNumerics
 from eclip.writing import atomic_write_text, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,16 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     grad_clip: float = 1.0
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    local_loss: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"`settings.{name}` {getattr(self, name)} must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise RecipeError(f"`settings.precision` {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         if not self.lr > 0:
             raise RecipeError(f"`settings.lr` {self.lr} must be > 0")
         for name in ("weight_decay", "warmup", "grad_clip", "seed"):
@@ -222,6 +229,9 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
     if settings.batch_size % size:
         raise RecipeError(f"`settings.batch_size` {settings.batch_size} does not divide by {size} processes; use a multiple of {size}")
     device = next(model.parameters()).device
+    local = settings.batch_size // size
+    numerics = StepNumerics(model, run.embedder, device, slice(rank * local, (rank + 1) * local), precision=settings.precision,
+                            local_loss=settings.local_loss, grad_checkpointing=settings.grad_checkpointing)
     torch.manual_seed(settings.seed)
     pre = record["preprocess"]
     size = (pre["image_size"], pre["image_size"]) if isinstance(pre["image_size"], int) else tuple(pre["image_size"])
@@ -237,6 +247,7 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
         check_same_run(out, state.get("run"), identity)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        numerics.load_state_dict(state.get("scaler"))
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"])
         start, losses = int(state["step"]), list(state.get("losses", []))
@@ -244,10 +255,12 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
     end = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
 
     def checkpoint(step: int) -> None:
+        data = feed.state()  # where a stream of shards resumes (collective)
         if rank == 0:
             save_model_folder(out, model, record)
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": identity})
+                             "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "run": identity, "data": data,
+                             "scaler": numerics.state_dict()})
         barrier()
 
     model.train()
@@ -256,31 +269,30 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
     trained = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     began = time.time()
-    feed = TrainingFeed(run.source, run.tokenizer, settings.batch_size, range(start, end), device, workers=workers)
+    feed = TrainingFeed(run.source, run.tokenizer, settings.batch_size, range(start, end), device, workers=workers,
+                        state=state.get("data") if state else None)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
         images, tokens = next(feed)
         x = to_model_input(images, size, pre["mean"], pre["std"])
-        embedded = run.embedder(model, x)
+        embedded = numerics.embed(model, x)
         img = gather_with_grad(F.normalize(embedded.pooled, dim=-1))
-        text = F.normalize(model.encode_text(tokens), dim=-1)
+        text = F.normalize(numerics.encode_text(tokens), dim=-1)
         txt = gather_with_grad(text)
         negatives = valid = None
         if run.loss.background_negatives != "none":  # ECLIP with background negatives: the background pooled outside each mask
             negatives = gather_with_grad(F.normalize(embedded.negatives, dim=-1))
             valid = gather_with_grad(embedded.valid.float()).bool()
-        loss = clip_loss(img, txt, model.logit_scale.exp(), negatives, valid)
+        loss = numerics.loss(img, txt, model.logit_scale.exp(), negatives, valid)
         parts = {"contrastive": loss.detach()}
         for term in run.terms:  # the recipe's other loss terms, each already weighted
             value = term(model, x, tokens, embedded, text)
             parts[term.name] = value.detach()
             loss = loss + value
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        numerics.backward(loss)
         average_gradients(trained)
-        if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trained, settings.grad_clip)
-        optimizer.step()
+        numerics.step(optimizer, trained, settings.grad_clip)
         scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))

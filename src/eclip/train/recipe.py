@@ -243,7 +243,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     from eclip.data.synthetic import CAPTION_SETS
     from eclip.models.folder import architecture_config, build_open_clip
     from eclip.models.loading import load_model, wrap_config
-    from eclip.train.finetune import frozen_copy, make_embedder, model_config, trainable_filter
+    from eclip.train.parts import frozen_copy, make_embedder, model_config, trainable_filter
     from eclip.train.terms import make_terms
 
     start = recipe.start
@@ -251,8 +251,10 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
         raise RecipeError("`start` is missing: name the model to fine-tune or the architecture config to train from scratch")
     if start.config is not None:
         base = architecture_config(start.config)
-        torch.manual_seed(recipe.settings.seed)
-        adapter = wrap_config(build_open_clip(base).to(device), base, name=start.config)
+        with torch.random.fork_rng(devices=[]):  # open_clip initialises from the global RNG: seed it, then restore it
+            torch.manual_seed(recipe.settings.seed)
+            net = build_open_clip(base)
+        adapter = wrap_config(net.to(device), base, name=start.config)
         size = recipe.data.image_size or SCRATCH_IMAGE_SIZE
     else:
         adapter = model if model is not None else load_model(start.model, start.pretrained, device=device)

@@ -1,11 +1,12 @@
-"""ECLIP fine-tuning: a loaded CLIP, a pooling head, its training masks, and what may change.
+"""The parts a fine-tune is built from: a loaded CLIP, a pooling head, its training masks, and what may change.
 
 ECLIP (Li, Wang, Duan, Li 2022, arXiv 2209.07046) fine-tunes a contrastively trained CLIP with
 masked max pooling over the dense projected features; the mask comes from a free attention and
-is used in training only. This module builds what `eclip.train.loop.train` needs for that: the
-image embedder (the head applied to the adapter's dense features, with masks from a frozen copy
-of the starting model or from the model itself), the trainable-parameter filter (`all`,
-`visual`, or `last:N` blocks + projection), and the model config the output folder records.
+is used in training only. This module makes the parts `eclip.train.recipe.build_run` puts
+together for the loop: the image embedder (the head applied to the adapter's dense features,
+with masks from a frozen copy of the starting model or from the model itself), the
+trainable-parameter filter (`all`, `visual`, or `last:N` blocks + projection), and the model
+config the output folder records.
 """
 from __future__ import annotations
 
