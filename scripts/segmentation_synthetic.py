@@ -4,8 +4,8 @@ Two vocabularies over the same scenes (`eclip synth`, test seed 777): the 8 shap
 "background" (does the map of "heart" light up the heart and the map of "square" the square?),
 and the 64 colour x shape phrases plus "background" of `--task phrases` (does "a red star" win
 over "a blue star" on the red star?). Every pixel takes the class whose raw map is highest
-(`eclip.segmentation`, each method's own post-processing, the scene at the model's input size);
-the scores are mIoU, pixel accuracy and mean class accuracy over all the scenes.
+(`eclip evaluate --task segmentation`: each method's own post-processing, the scene at the model's
+input size); the scores are mIoU, pixel accuracy and mean class accuracy over all the scenes.
 
     nice python scripts/segmentation_synthetic.py --n 50 -o bench/results/segmentation-synthetic.json
 
@@ -23,53 +23,25 @@ import torch
 
 from eclip.data.phrases import SyntheticPhrases
 from eclip.data.synthetic import TEST_SEED, SyntheticEval, write_dataset
-from eclip.methods.base import available_methods, get_method
-from eclip.models.loading import bundled_models, load_model
-from eclip.segmentation import Segmenter, dataset_vocabulary, protocol_for
-from eclip.segmentation.score import score_dataset
-
-
-def method_from(spec: str):
-    """A method from "name" or "name:key=value,...", numbers and true/false converted."""
-    name, _, options = spec.partition(":")
-    kwargs = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        kwargs[key] = {"true": True, "false": False}.get(value.lower(), value)
-        for kind in (int, float):
-            try:
-                kwargs[key] = kind(value)
-                break
-            except ValueError:
-                pass
-    return name, get_method(name, **kwargs)
+from eclip.evaluation import EvalConfig
+from eclip.evaluation.runner import Evaluation
+from eclip.methods.base import available_methods
+from eclip.models.loading import bundled_models
 
 
 def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
+    """The records of `eclip evaluate --task segmentation` on `n` scenes of `seed`, once per vocabulary."""
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         root = write_dataset(Path(tmp) / "scenes", n, seed=seed)
-        vocabularies = {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}
-        for model_name in models:
-            model = load_model(model_name)
-            for spec in methods:
-                method_name, method = method_from(spec)
-                reason = method.unsupported(model)
-                if reason:
-                    records.append({"model": model_name, "method": spec, "skipped": reason})
-                    continue
-                for vocab_name, dataset in vocabularies.items():
-                    protocol = protocol_for(method_name, dataset.name)
-                    vocab = dataset_vocabulary(protocol, dataset.name, dataset.classnames)
-                    start = time.perf_counter()
-                    metric = score_dataset(Segmenter(model, method, vocab, protocol), dataset)
-                    out = metric.compute()
-                    records.append({"model": model_name, "method": spec, "vocabulary": vocab_name, "n_images": n,
-                                    "seed": seed, "miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"],
-                                    "mean_accuracy": out["mean_accuracy"], "per_class_iou": out["per_class_iou"],
-                                    "classes": list(vocab.classnames), "seconds": round(time.perf_counter() - start, 2)})
-                    print(f"{model_name} {spec} {vocab_name}: mIoU {100 * out['miou']:.1f} "
-                          f"({records[-1]['seconds']} s)", flush=True)
+        config = EvalConfig("synthetic", root, models=models, methods=methods, task="segmentation")
+        for vocab_name, dataset in {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}.items():
+            started = time.perf_counter()
+            for record in Evaluation(config, progress=False, dataset=dataset).run():
+                records.append({**record, "vocabulary": vocab_name, "seed": seed})
+                shown = "-" if record["miou"] is None else f"{100 * record['miou']:.1f}"
+                print(f"{record['model']} {record['method']} {vocab_name}: mIoU {shown}", flush=True)
+            print(f"{vocab_name}: {time.perf_counter() - started:.0f} s", flush=True)
     return records
 
 
@@ -77,8 +49,8 @@ def table(records: list[dict], models: list[str], methods: list[str]) -> str:
     """Markdown: one row per method, one column per model, "shapes / phrases" mIoU in %."""
     cell = {}
     for r in records:
-        if "skipped" in r:
-            cell[(r["method"], r["model"])] = "-"
+        if r.get("error"):
+            cell[(r["method"], r["model"])] = "n/a"
         else:
             cell.setdefault((r["method"], r["model"]), {})[r["vocabulary"]] = f"{100 * r['miou']:.1f}"
     lines = ["| method | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
