@@ -72,9 +72,9 @@ def test_limit_and_resume_do_not_decode_skipped_over_images(synth_root, monkeypa
 
 
 def test_registry_names_and_errors(tmp_path, synth_root):
-    assert DATASETS == ("voc", "coco", "context", "synthetic")
+    assert DATASETS[:4] == ("voc", "coco", "context", "synthetic")
     assert open_dataset("Synth", synth_root).name == "synthetic"
-    with pytest.raises(DatasetError, match="unknown dataset 'imagenet'; choose one of voc, coco, context, synthetic"):
+    with pytest.raises(DatasetError, match="unknown dataset 'imagenet'; choose one of voc, coco, context, synthetic, voc21"):
         open_dataset("imagenet", tmp_path)
     with pytest.raises(DatasetError, match="no such folder"):
         open_dataset("synthetic", tmp_path / "nowhere")

@@ -52,15 +52,43 @@ def write_report_folder(results: Sequence[Path], out: Path, dataset: str | None 
     from eclip.evaluation import read_results
     from eclip.report.charts import metric_bars
     from eclip.report.html import write_report
+    from eclip.report.tables import is_segmentation
 
     records = read_results(results)
     if not records:
         raise EvaluationError(f"{', '.join(map(str, results))}: no record to report; pass results of `eclip evaluate` or `eclip shift`")
-    figure = metric_bars(records, Path(out) / "metrics.png") if any(r.get("n_pairs") for r in records) else None
+    per_class = [r for r in records if not is_segmentation(r)]
+    figure = metric_bars(per_class, Path(out) / "metrics.png") if any(r.get("n_pairs") for r in per_class) else None
     overlays: dict[str, list[Path]] = {}
     if dataset and root and examples:
-        overlays = _example_figures(records, dataset, root, examples, Path(out) / "overlays", device)
+        overlays = _example_figures(per_class, dataset, root, examples, Path(out) / "overlays", device)
+        segmented = _segmentation_figures([r for r in records if is_segmentation(r)], dataset, root, examples,
+                                          Path(out) / "segmentations", device)
+        for image_id, paths in segmented.items():
+            overlays.setdefault(image_id, []).extend(paths)
     return Report(write_report(records, out, figure, overlays), figure, overlays)
+
+
+def _segmentation_figures(records: Sequence[dict], dataset: str, root: Path, examples: int, out_dir: Path,
+                          device: str) -> dict[str, list[Path]]:
+    """{image id: [figure]}: for the first `examples` usable images of `dataset`, the image, its ground truth and the
+    labels of every segmentation record of that dataset, in the dataset's palette with a class legend."""
+    from eclip.data.registry import open_dataset
+    from eclip.evaluation.segment import example_segmentations
+    from eclip.report import overlay
+    from eclip.report.charts import record_label
+    from eclip.segmentation.figure import segmentation_figure
+
+    ds = open_dataset(dataset, root)
+    shown = [r for r in records if r.get("dataset") == ds.name and not r.get("error")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_image: dict[str, list] = {}
+    for record in shown:
+        for ex in example_segmentations(record, ds, examples, device=device):
+            by_image.setdefault(ex.image_id, [ex, [("ground truth", ex.truth)]])[1].append((record_label(record), ex.predicted))
+    return {image_id: [segmentation_figure(ex.image, panels, shown[0]["classes"], out_dir / f"{overlay.safe_name(image_id)}.png",
+                                           suptitle=image_id)]
+            for image_id, (ex, panels) in by_image.items()}
 
 
 def _example_figures(records: Sequence[dict], dataset: str, root: Path, examples: int, out_dir: Path,

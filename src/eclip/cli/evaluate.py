@@ -42,7 +42,8 @@ def _threshold_step(value: float) -> float:
 @app.command("evaluate", short_help="Score explanation maps against a dataset's masks.")
 def evaluate_command(
     dataset: str = typer.Option("synthetic", "--dataset", "-d", metavar="NAME",
-                                help="voc, coco, context or synthetic (a folder `eclip synth` wrote)."),
+                                help="voc, coco, context, synthetic (a folder `eclip synth` wrote); for segmentation also "
+                                     "voc21, context60, coco_object, coco_stuff, ade20k, cityscapes."),
     root: Path = typer.Option(..., "--root", metavar="DIR",
                               help="The dataset folder (e.g. VOCdevkit/VOC2012, the COCO folder, an `eclip synth` folder)."),
     model: list[str] = options.models(None, "Model(s) to explain; repeat for several (default synth-vit, none with --maps)."),
@@ -78,7 +79,8 @@ def evaluate_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     task: str = typer.Option("classes", "--task", metavar="NAME", callback=_one_of("TASKS"),
                              help="classes: each class present against its mask; phrases (synthetic only): each object's phrase "
-                                  "('a red star') against its instance mask."),
+                                  "('a red star') against its instance mask; segmentation: each pixel takes the class whose raw map "
+                                  "is highest, scored as mIoU over the dataset (each method under its paper's protocol)."),
 ) -> None:
     """Explain every class present in each image with each model x method and score the maps.
 
@@ -90,6 +92,11 @@ def evaluate_command(
     each process takes every N-th image and the metrics are summed at the end. Writes OUT.json
     (one record per dataset x model x method), OUT.csv and OUT.md; OUT.partial.json holds the
     progress until the run completes.
+
+    `--task segmentation` is the open-vocabulary segmentation benchmark of SCLIP, ClearCLIP,
+    NACLIP and CLIPtrase instead: each pixel takes the class whose raw map is highest among all
+    the dataset's classes, and the records hold mIoU, pixel accuracy and mean class accuracy of
+    one confusion matrix over the dataset.
     """
     from eclip.cli.checks import up_front
     from eclip.evaluation.output import output_paths

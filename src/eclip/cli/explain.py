@@ -32,6 +32,11 @@ def explain_command(
     recursive: bool = options.recursive(),
     device: str = options.device(),
     precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
+    segment: bool = typer.Option(False, "--segment", help="Write the argmax over the texts instead: OUT/<stem>.png "
+                                 "(segmentation in VOC's palette, legend) and OUT/<stem>.npy (H, W labels; 0 background, i text i)."),
+    background: str = typer.Option("background", "--background", help="With --segment: the background's text."),
+    threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                    help="With --segment: no background text; pixels whose best probability is below it are background."),
 ) -> None:
     """Write OUT/<stem>.png (overlay), OUT/<stem>.npy (K, H, W maps in [0, 1]) and OUT/<stem>.json (scores).
 
@@ -55,6 +60,9 @@ def explain_command(
 
     explainer = get_method(method)
     adapter = load_model(model, pretrained, device=device)
+    if segment:
+        _segment(adapter, explainer, texts, paths, out, "imagenet" if ensemble else (template or "{}"), background, threshold)
+        return
     features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,3 +105,29 @@ def check_interaction_texts(method: str, texts: Sequence[str]) -> None:
         raise TextInputError(f"{why(empty[0])}, so there is nothing to draw; add a noun or an adjective")
     for text in empty:
         typer.echo(f"eclip: warning: {why(text)}, so this text gets none", err=True)
+
+
+def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, templates: str, background: str,
+             threshold: float | None) -> None:
+    """`eclip explain --segment`: one label map per image (`eclip.segmentation.files`)."""
+    from tqdm import tqdm
+
+    from eclip.explain import unique_stems
+    from eclip.segmentation import Segmenter, Vocabulary
+    from eclip.segmentation.files import Failed, segment_files
+    from eclip.segmentation.protocol import protocol_for_texts
+
+    vocabulary = Vocabulary.from_texts(texts, background=None if threshold is not None else background,
+                                       threshold=threshold is not None)
+    protocol = protocol_for_texts(method.name, templates, threshold or 0.0, min(adapter.image_size))
+    segmenter = Segmenter(adapter, method, vocabulary, protocol)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    results = segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.label}")
+    for result in tqdm(results, total=len(paths), desc="segment", unit="image", file=sys.stderr):
+        if isinstance(result, Failed):
+            failed += 1
+            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
+    typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.label} on {adapter.name} -> {out}")
+    if failed:
+        raise typer.Exit(code=1)

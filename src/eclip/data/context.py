@@ -61,3 +61,13 @@ class ContextDataset(LabelPngDataset):
                     raise DatasetError(f"{merged}: the Detail-API annotation is not read directly and "
                                        f"{base / sub / self.label_dir} is missing; {fix}") from None
             raise
+
+
+class Context60Dataset(ContextDataset):
+    """PASCAL Context 60: the same files, label 0 (every pixel of the other 400 classes and the
+    unlabelled ones) as background rather than ignored, as mmseg's `PascalContextDataset` (60 classes,
+    `reduce_zero_label=False`) and the papers' Context60 benchmark count it."""
+
+    name = "context60"
+    background_values = frozenset({0})
+    ignore_values = frozenset({255})

@@ -21,13 +21,20 @@ _OPENERS: dict[str, str] = {
     "coco": "eclip.data.coco:COCODataset",
     "context": "eclip.data.context:ContextDataset",
     "synthetic": "eclip.data.synthetic:SyntheticEval",
+    # the open-vocabulary segmentation benchmarks (eclip.segmentation)
+    "voc21": "eclip.data.voc:VOC21Dataset",
+    "context60": "eclip.data.context:Context60Dataset",
+    "coco_object": "eclip.data.coco_stuff:open_coco_object",
+    "coco_stuff": "eclip.data.coco_stuff:COCOStuffDataset",
+    "ade20k": "eclip.data.ade20k:ADE20KDataset",
+    "cityscapes": "eclip.data.cityscapes:CityscapesDataset",
 }
 
 #: The names `open_dataset` accepts, as the CLI lists them.
 DATASETS: tuple[str, ...] = tuple(_OPENERS)
 
 _ALIASES = {"voc2012": "voc", "pascal_voc": "voc", "coco2017": "coco", "pascal_context": "context", "context59": "context",
-            "synth": "synthetic"}
+            "synth": "synthetic", "voc20": "voc", "ade": "ade20k", "ade150": "ade20k", "coco_stuff164k": "coco_stuff"}
 
 
 def open_dataset(name: str, root: str | Path, limit: int | None = None, split: str | None = None) -> EvalDataset:

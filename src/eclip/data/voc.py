@@ -120,3 +120,10 @@ def split_labels(labels: np.ndarray, classnames: Sequence[str], background: Coll
     masks = {classnames[v - 1]: labels == v for v in values if 1 <= v <= len(classnames) and v not in ignored}
     ignore = np.isin(labels, list(ignored)) if any(v in ignored for v in values) else None
     return masks, ignore
+
+
+class VOC21Dataset(VOCDataset):
+    """PASCAL VOC 2012 read for the 21-class segmentation benchmark: the same folder and masks, its
+    background a class of its own (`eclip.segmentation`; the 20-class "voc" ignores it there)."""
+
+    name = "voc21"

@@ -20,9 +20,10 @@ DEFAULT_TEMPLATES = {"voc": "imagenet", "coco": "imagenet", "context": "imagenet
 #: The scores deletion / insertion can follow: the targets gradient methods explain (`eclip.methods.scoring`).
 SCORES = tuple(TARGETS)
 
-#: What is explained: each class present against its class mask, or (synthetic scenes) each object's
-#: colour-and-shape phrase against its instance mask (`eclip.data.phrases`).
-TASKS = ("classes", "phrases")
+#: What is explained: each class present against its class mask, (synthetic scenes) each object's
+#: colour-and-shape phrase against its instance mask (`eclip.data.phrases`), or every pixel's class as
+#: the argmax over all the dataset's classes (`eclip.evaluation.segment`).
+TASKS = ("classes", "phrases", "segmentation")
 
 
 def divides_one(step: float) -> bool:
@@ -62,7 +63,8 @@ class EvalConfig:
             "logit" (times CLIP's logit scale) or "probability" (softmax over the classes).
         perturbation_batch: perturbed images per forward pass.
         checkpoint_every: write the partial-results file every this many batches.
-        task: "classes" or "phrases" (see `TASKS`).
+        task: "classes", "phrases" or "segmentation" (see `TASKS`); segmentation reads neither the
+            threshold grid, the pointing tolerance nor the perturbation options.
         workers: DataLoader processes decoding and preparing the images ahead of the models
             (0: in this process); the records do not depend on it.
         precision: "fp32", or "bf16" / "fp16" autocast for the maps (`eclip.precision`); a method

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from eclip.batching import batched
@@ -23,7 +23,7 @@ from eclip.evaluation.config import EvalConfig
 from eclip.evaluation.maps import Prepared, prepare
 from eclip.evaluation.partial import load_partial, save_partial
 from eclip.evaluation.sources import MAX_EXAMPLES, FolderSource, ModelSource, Source
-from eclip.evaluation.suite import MetricSuite
+from eclip.evaluation.suite import MetricSuite, Suite
 
 logger = logging.getLogger(__name__)
 
@@ -41,37 +41,48 @@ class SampleList:
         return self.samples[index]
 
 
-def _batches(dataset, indices: list[int], classnames: list[str], size: int,
-             workers: int = 0) -> Iterator[tuple[list[Prepared], list[str], int]]:
+class ClassPreparer:
+    """Sample -> the class masks of the task "classes" / "phrases" (`eclip.evaluation.maps.prepare`), or why it has none;
+    picklable, so DataLoader workers run it."""
+
+    def __init__(self, classnames: list[str]) -> None:
+        self.classnames = classnames
+
+    def __call__(self, sample: Sample) -> Prepared | str:
+        return prepare(sample, self.classnames)
+
+
+def _batches(dataset, indices: list[int], preparer: Callable, size: int, workers: int = 0) -> Iterator[tuple[list, list[str], int]]:
     """(prepared samples, skip reasons, images consumed) per batch of `size` dataset indices: the one place the
-    evaluation reads its dataset. With `workers` > 0 the batches are decoded and prepared by that many DataLoader
-    processes ahead of the models (in order: the records are the same)."""
+    evaluation reads its dataset; `preparer` turns a sample into what the task's sources take. With `workers` > 0
+    the batches are decoded and prepared by that many DataLoader processes ahead of the models (in order: the
+    records are the same)."""
     chunks = list(batched(indices, size))
     if not workers:
-        yield from map(_PreparedBatches(dataset, classnames), chunks)
+        yield from map(_PreparedBatches(dataset, preparer), chunks)
         return
     import torch
 
-    yield from torch.utils.data.DataLoader(_PreparedBatches(dataset, classnames, chunks), batch_size=None, num_workers=workers,
+    yield from torch.utils.data.DataLoader(_PreparedBatches(dataset, preparer, chunks), batch_size=None, num_workers=workers,
                                            collate_fn=lambda item: item, generator=torch.Generator())
 
 
 class _PreparedBatches:
     """One batch of dataset indices -> (prepared samples, skip reasons, images consumed); item i: `chunks[i]`."""
 
-    def __init__(self, dataset, classnames: list[str], chunks: list[list[int]] | None = None) -> None:
-        self.dataset, self.classnames, self.chunks = dataset, classnames, chunks or []
+    def __init__(self, dataset, preparer: Callable, chunks: list[list[int]] | None = None) -> None:
+        self.dataset, self.preparer, self.chunks = dataset, preparer, chunks or []
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i: int) -> tuple[list[Prepared], list[str], int]:
+    def __getitem__(self, i: int) -> tuple[list, list[str], int]:
         return self(self.chunks[i])
 
-    def __call__(self, chunk: list[int]) -> tuple[list[Prepared], list[str], int]:
+    def __call__(self, chunk: list[int]) -> tuple[list, list[str], int]:
         from eclip.data.registry import SkippedImage
 
-        dataset, classnames = self.dataset, self.classnames
+        dataset = self.dataset
         batch, skips = [], []
         for index in chunk:
             try:
@@ -82,7 +93,7 @@ class _PreparedBatches:
             except (EclipError, OSError, ValueError) as err:  # a loader's unforeseen failure on one image: still a skip
                 skips.append(f"image #{index}: {type(err).__name__}: {err}")
                 continue
-            prepared = prepare(sample, classnames)
+            prepared = self.preparer(sample)
             if isinstance(prepared, str):
                 skips.append(f"{sample.image_id}: {prepared}")
             else:
@@ -91,7 +102,8 @@ class _PreparedBatches:
 
 
 def open_task_dataset(config: EvalConfig):
-    """The dataset `config` names, as its task reads it: class masks, or (phrases) instance masks named by phrases."""
+    """The dataset `config` names, as its task reads it: class masks (classes, segmentation), or (phrases) instance
+    masks named by phrases."""
     if config.task == "phrases":
         from eclip.data.phrases import open_phrases
 
@@ -123,16 +135,40 @@ class Evaluation:
             raise EvaluationError(f"{config.maps_dir}: no such folder of maps; give a folder of <image_id>.npz files")
         self.dataset = open_task_dataset(config) if dataset is None else dataset
         self.classnames = list(self.dataset.classnames)
+        self.segmentation = config.task == "segmentation"
+        if self.segmentation:
+            from eclip.evaluation.segment import LabelPreparer, segmentation_classes
+
+            self.preparer: Callable = LabelPreparer(self.dataset_name, self.classnames)
+            self.labels = segmentation_classes(self.dataset_name, self.classnames)
+        else:
+            self.preparer = ClassPreparer(self.classnames)
         self.indices = list(range(self.rank, len(self.dataset), self.world))
         self.partial, self.progress = partial, progress and self.rank == 0
         self.fingerprint = json.loads(json.dumps(config.fingerprint(len(self.dataset), self.world, self.rank), default=str))
         self.saved = load_partial(partial, self.fingerprint) if (resume and partial is not None) else {}
-        if sources is None:
-            sources = [ModelSource(m, config, self.classnames) for m in config.models]
-            sources += [FolderSource(config.maps_dir)] if config.maps_dir is not None else []
-        self.sources: list[Source] = list(sources)
+        self.sources: list[Source] = list(sources) if sources is not None else self._sources()
 
-    def new_suite(self, source: Source) -> MetricSuite:
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset.name or self.config.dataset
+
+    def _sources(self) -> list[Source]:
+        """The map makers `config` names: a source per model, and the folder of maps if there is one."""
+        c = self.config
+        if self.segmentation:
+            from eclip.evaluation.segment import SegmentationFolderSource, SegmentingSource
+
+            return ([SegmentingSource(m, c, self.dataset_name, self.classnames) for m in c.models]
+                    + ([SegmentationFolderSource(c.maps_dir, self.labels)] if c.maps_dir is not None else []))
+        return ([ModelSource(m, c, self.classnames) for m in c.models]
+                + ([FolderSource(c.maps_dir)] if c.maps_dir is not None else []))
+
+    def new_suite(self, source: Source) -> Suite:
+        if self.segmentation:
+            from eclip.evaluation.segment import SegmentationSuite
+
+            return SegmentationSuite(self.labels)
         perturbation = self.config.perturbation and isinstance(source, ModelSource)
         return MetricSuite(self.config.threshold_step, self.config.pointing_tolerance,
                            self.config.deletion_steps if perturbation else None)
@@ -150,7 +186,7 @@ class Evaluation:
         if self.partial is not None:
             save_partial(self.partial, self.fingerprint, self.saved)
 
-    def _run_source(self, source: Source, entry: dict, suites: dict[str, MetricSuite]) -> None:
+    def _run_source(self, source: Source, entry: dict, suites: dict[str, Suite]) -> None:
         from tqdm import tqdm
 
         source.open()
@@ -164,7 +200,7 @@ class Evaluation:
         started = time.perf_counter()
         good = {m: s.to_json() for m, s in suites.items()}  # the state after the last complete batch
         try:
-            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.classnames, self.config.batch_size,
+            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.preparer, self.config.batch_size,
                                                                            self.config.workers), 1):
                 if batch and active:
                     source.update(batch, active)
@@ -204,7 +240,7 @@ class Evaluation:
         return [self._record(source, entry, method, suite) for source, entry, suites in results
                 for method, suite in self._reduced(entry, suites).items()]
 
-    def _reduced(self, entry: dict, suites: dict[str, MetricSuite]) -> dict[str, MetricSuite]:
+    def _reduced(self, entry: dict, suites: dict[str, Suite]) -> dict[str, Suite]:
         """Suites summed over ranks; examples and seconds gathered (no-op in one process)."""
         import torch.distributed as dist
 
@@ -220,18 +256,14 @@ class Evaluation:
         entry["seconds"] = max(g["seconds"] for g in gathered)
         return suites
 
-    def _record(self, source: Source, entry: dict, method: str, suite: MetricSuite) -> dict:
+    def _record(self, source: Source, entry: dict, method: str, suite: Suite) -> dict:
         c = self.config
-        record = {"dataset": self.dataset.name or c.dataset, "model": source.model_label, "method": method, **suite.scores()}
-        perturbation = c.perturbation and isinstance(source, ModelSource)
+        record = {"dataset": self.dataset_name, "model": source.model_label, "method": method, **suite.scores()}
+        if self.segmentation:
+            record.update(self._segmentation_fields(source, method))
+        else:
+            record.update(self._class_fields(source))
         record.update({
-            "task": c.task,
-            "templates": c.template_set if isinstance(source, ModelSource) else None,
-            "threshold_step": c.threshold_step,
-            "pointing_tolerance": c.pointing_tolerance,
-            "deletion_steps": c.deletion_steps if perturbation else None,
-            "perturbation_baseline": c.perturbation_baseline if perturbation else None,
-            "perturbation_score": c.perturbation_score if perturbation else None,
             "limit": c.limit,
             "root": None if c.root is None else str(c.root),
             "world_size": self.world,
@@ -242,6 +274,29 @@ class Evaluation:
         if method in entry.get("unavailable", {}):
             record["error"] = entry["unavailable"][method]
         return record
+
+    def _class_fields(self, source: Source) -> dict:
+        """The protocol fields of a per-class record (tasks classes and phrases)."""
+        c = self.config
+        perturbation = c.perturbation and isinstance(source, ModelSource)
+        return {
+            "task": c.task,
+            "templates": c.template_set if isinstance(source, ModelSource) else None,
+            "threshold_step": c.threshold_step,
+            "pointing_tolerance": c.pointing_tolerance,
+            "deletion_steps": c.deletion_steps if perturbation else None,
+            "perturbation_baseline": c.perturbation_baseline if perturbation else None,
+            "perturbation_score": c.perturbation_score if perturbation else None,
+        }
+
+    def _segmentation_fields(self, source: Source, method: str) -> dict:
+        """The protocol fields of a segmentation record: where the method's settings come from, and its prompts."""
+        if source.model_label.startswith("maps:"):
+            return {"task": "segmentation", "protocol": "argmax over the folder's raw maps", "templates": None}
+        from eclip.evaluation.segment import method_protocol
+
+        protocol = method_protocol(method, self.dataset_name, self.config.templates)
+        return {"task": "segmentation", "protocol": protocol.source, "templates": protocol.templates}
 
 
 def evaluate(config: EvalConfig, partial: Path | None = None, resume: bool = False, progress: bool = True) -> list[dict]:

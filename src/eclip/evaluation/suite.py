@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import torch
 
@@ -31,7 +31,35 @@ class Counts(Metric):
         return {name: int(value) for name, value in self._state.items()}
 
 
-class MetricSuite:
+class Suite:
+    """Metrics fed together, saved together (`to_json` / `load_json`) and reduced together (`merge`, `all_reduce`)."""
+
+    metrics: dict[str, Metric]
+
+    @property
+    def counts(self) -> Counts:
+        return self.metrics["counts"]
+
+    def to_json(self) -> dict:
+        return {key: metric.to_json() for key, metric in self.metrics.items()}
+
+    def load_json(self, state: dict) -> Self:
+        for key, metric in self.metrics.items():
+            metric.load_state(state[key])
+        return self
+
+    def merge(self, other: Suite) -> Self:
+        for key, metric in self.metrics.items():
+            metric.merge(other.metrics[key])
+        return self
+
+    def all_reduce(self) -> Self:
+        for metric in self.metrics.values():
+            metric.all_reduce()
+        return self
+
+
+class MetricSuite(Suite):
     """fg IoU / binary mIoU, mSC / inverted rate, pointing game, and optionally deletion / insertion AUC.
 
     The one metric suite of eclip: `eclip evaluate`, `eclip shift` and `eclip demo` score their
@@ -52,10 +80,6 @@ class MetricSuite:
             self.metrics["deletion"] = Deletion(deletion_steps)
             self.metrics["insertion"] = Insertion(deletion_steps)
 
-    @property
-    def counts(self) -> Counts:
-        return self.metrics["counts"]
-
     def update_class_maps(self, maps: ClassMaps) -> None:
         """Every present-class pair of a batch's class maps."""
         for pairs in maps.pairs():
@@ -71,24 +95,6 @@ class MetricSuite:
         """(P, S + 1) deletion and insertion curves."""
         self.metrics["deletion"].update(deletion)
         self.metrics["insertion"].update(insertion)
-
-    def to_json(self) -> dict:
-        return {key: metric.to_json() for key, metric in self.metrics.items()}
-
-    def load_json(self, state: dict) -> MetricSuite:
-        for key, metric in self.metrics.items():
-            metric.load_state(state[key])
-        return self
-
-    def merge(self, other: MetricSuite) -> MetricSuite:
-        for key, metric in self.metrics.items():
-            metric.merge(other.metrics[key])
-        return self
-
-    def all_reduce(self) -> MetricSuite:
-        for metric in self.metrics.values():
-            metric.all_reduce()
-        return self
 
     def scores(self) -> dict:
         """The contracted numbers (None where not computed or nothing was seen), plus counts and curves."""

@@ -104,6 +104,11 @@ class CLIPtrase(Method):
 
     def features(self, model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> dense features (B, h, w, D) and the recalibrated correlation (B, hw, hw)."""
+        tokens, correlation = self.tokens(model, images)
+        return dense_from_tokens(model, tokens, images), correlation
+
+    def tokens(self, model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> the last block's output tokens (B, 1 + hw, C), class token first, and the correlation."""
         if model.num_layers < 2:
             raise MethodError(f"method 'cliptrase' needs a ViT with at least 2 blocks; {model.name} has {model.num_layers}")
         x = tokens_before(model, images, model.num_layers - 2)
@@ -111,8 +116,7 @@ class CLIPtrase(Method):
         q, k, v = before_last.qkv(before_last.ln_1(x))
         correlation = without_global_patch(patch_correlation(q, k, v))
         x, _ = model.forward_blocks(x, model.num_layers - 2, model.num_layers - 1)
-        y = block_with_attention(model.blocks[-1], x, self_correlation_attention)
-        return dense_from_tokens(model, y, images), correlation
+        return block_with_attention(model.blocks[-1], x, self_correlation_attention), correlation
 
     def raw_maps(self, model, images, text_features):
         dense, correlation = self.features(model, images)

@@ -97,14 +97,24 @@ def run_block(block: BlockView, x: torch.Tensor, record: bool = False) -> tuple[
     return y, (BlockRecord(x, q, k, v, attn) if record else None)
 
 
-def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """(1 + h0*w0, C) position embedding -> (1 + h*w, C) for another grid, bicubic (never in place)."""
+def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int], mode: str = "size") -> torch.Tensor:
+    """(1 + h0*w0, C) position embedding -> (1 + h*w, C) for another grid, bicubic (never in place).
+
+    mode "size" maps the grids onto each other exactly; "dino" passes the scale factors
+    (h + 0.1) / h0, (w + 0.1) / w0 instead, as DINO's `interpolate_pos_encoding` (Caron et al. 2021,
+    arXiv 2104.14294) and the CLIP forks of SCLIP, NACLIP and ClearCLIP do (their `model.py` /
+    `transformer.py`): the same output grid, slightly different sampling positions.
+    """
     if tuple(grid) == tuple(new_grid):
         return pos
     cls, patches = pos[:1], pos[1:]
     c = patches.shape[-1]
-    patches = patches.reshape(1, grid[0], grid[1], c).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=new_grid, mode="bicubic", align_corners=False).to(pos.dtype)
+    patches = patches.reshape(1, grid[0], grid[1], c).permute(0, 3, 1, 2).float()
+    if mode == "dino":
+        scale = ((new_grid[0] + 0.1) / grid[0], (new_grid[1] + 0.1) / grid[1])
+        patches = F.interpolate(patches, scale_factor=scale, mode="bicubic", align_corners=False).to(pos.dtype)
+    else:
+        patches = F.interpolate(patches, size=new_grid, mode="bicubic", align_corners=False).to(pos.dtype)
     return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(-1, c)], dim=0)
 
 
@@ -146,6 +156,7 @@ class ViTAdapter(DenseCLIP):
         """(..., C) -> (..., D) the visual projection into the joint space."""
 
     pool_type: str = "tok"  # "tok": the class token is the pooled output; "avg": mean of patch tokens
+    pos_interpolation: str = "size"  # how `embed` resizes the position embedding: "size" or "dino" (interpolate_pos_embed)
     grad_checkpointing: bool = False  # recompute each block's activations in the backward (training memory)
 
     # ------------------------------------------------------------- the pass
@@ -162,7 +173,7 @@ class ViTAdapter(DenseCLIP):
         x = torch.cat([cls, x], dim=1)
         pos = self.pos_embedding
         side = int(round((pos.shape[0] - 1) ** 0.5))
-        x = x + interpolate_pos_embed(pos, (side, side), (h, w)).to(x.dtype)
+        x = x + interpolate_pos_embed(pos, (side, side), (h, w), self.pos_interpolation).to(x.dtype)
         return self.ln_pre(x)
 
     def forward_blocks(

@@ -5,8 +5,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from eclip.report.tables import arrow, columns
-from eclip.report.units import SC_DEFINITION, format_value
+from eclip.report.tables import arrow, columns, is_segmentation
+from eclip.report.units import SC_DEFINITION, SEGMENTATION_SHOWN, format_value
 from eclip.writing import atomic_write_text
 
 
@@ -17,7 +17,29 @@ def _cell(value, key: str = "") -> str:
 
 
 def results_table(records: Sequence[dict]) -> str:
-    """An HTML table of the records (the contracted numbers, zero-shot accuracy when there is one, and the counts)."""
+    """HTML tables of the records: the per-class ones (the contracted numbers, zero-shot accuracy when there is one,
+    and the counts), then the segmentation ones (mIoU, pixel and mean class accuracy)."""
+    segmentation = [r for r in records if is_segmentation(r)]
+    per_class = [r for r in records if not is_segmentation(r)]
+    tables = [_class_table(per_class)] if per_class else []
+    if segmentation:
+        tables.append("<h2>Segmentation</h2><p>" + html.escape(SEGMENTATION_DEFINITION) + "</p>" + _segmentation_table(segmentation))
+    return "\n".join(tables)
+
+
+def _segmentation_table(records: Sequence[dict]) -> str:
+    head = ["dataset", "model", "method"] + [f"{s.label} ↑" for s in SEGMENTATION_SHOWN.values()] + ["images", "skipped", "missing"]
+    rows = []
+    for r in records:
+        cells = [html.escape(str(r.get(k))) for k in ("dataset", "model", "method")]
+        cells += [html.escape(format_value(k, r.get(k), SEGMENTATION_SHOWN)) for k in SEGMENTATION_SHOWN]
+        cells += [_cell(r.get(k)) for k in ("n_images", "skipped", "missing")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+
+
+def _class_table(records: Sequence[dict]) -> str:
     shown = columns(records)
     head = ["dataset", "model", "method", "pairs", "threshold"] + [f"{label} {arrow(key)}" for key, (label, _) in shown.items()]
     head += ["images", "skipped", "missing"]
@@ -30,6 +52,12 @@ def results_table(records: Sequence[dict]) -> str:
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     return f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 
+
+#: What the segmentation table's numbers are.
+SEGMENTATION_DEFINITION = ("Each pixel takes the class whose raw map is highest among all the dataset's classes (each method "
+                           "under its paper's protocol); mIoU %: the intersection over union of each class, summed over the "
+                           "whole dataset, averaged over the classes; pixel acc %: the share of pixels labelled right; mean "
+                           "acc %: that share per class, averaged. Records on disk keep them as fractions.")
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1600px}h2{margin:1em 0 0.4em}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -61,7 +89,8 @@ def write_report(
         parts.append(f"<h2>Metrics</h2><img src='{html.escape(str(Path(figure).relative_to(out_dir)))}' alt='metrics'>")
     if examples:
         parts.append("<h2>Examples</h2><p>One figure per image: a row per class present (its mask outlined), a column per "
-                     "model and method, all maps on one scale.</p><div class='examples'>")
+                     "model and method, all maps on one scale; for segmentation records, the ground truth and each model "
+                     "and method's labels in the dataset's palette.</p><div class='examples'>")
         parts += [f"<img src='{html.escape(str(Path(p).relative_to(out_dir)))}' alt='image {html.escape(image_id)}'>"
                   for image_id, paths in examples.items() for p in paths]
         parts.append("</div>")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eclip.metrics import Deletion, Insertion, PointingGame, ScoreContrast, ThresholdIoU, ZeroShotAccuracy
-from eclip.report.units import SHOWN, format_value, label
+from eclip.report.units import SEGMENTATION_SHOWN, SHOWN, format_value, label
 from eclip.writing import atomic_write_text
 
 _DIRECTIONS = {k: up for metric in (ThresholdIoU, ScoreContrast, PointingGame, Deletion, Insertion)
@@ -35,8 +35,34 @@ def arrow(key: str) -> str:
     return "↑" if {**METRICS, **ZERO_SHOT}[key][1] else "↓"
 
 
+def is_segmentation(record: dict) -> bool:
+    """True for a record of `eclip evaluate --task segmentation` (argmax mIoU, not the per-class metrics)."""
+    return record.get("task") == "segmentation"
+
+
+def segmentation_markdown(records: Sequence[dict]) -> str:
+    """Segmentation records as a Markdown table: mIoU %, pixel and mean class accuracy %, images (all higher is better)."""
+    head = ["dataset", "model", "method"] + [f"{s.label} ↑" for s in SEGMENTATION_SHOWN.values()] + ["images", "skipped"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in records:
+        cells = [r["dataset"], r["model"], r["method"]] + [format_value(k, r.get(k), SEGMENTATION_SHOWN) for k in SEGMENTATION_SHOWN]
+        cells += [str(r.get("n_images", "–")),
+                  format_value("skipped", r.get("skipped", 0)) + (f" (+{r['missing']} missing)" if r.get("missing") else "")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(records: Sequence[dict]) -> str:
-    """The records as a Markdown table (arrows give each metric's direction)."""
+    """The records as Markdown: the per-class records in one table (arrows give each metric's direction), the
+    segmentation records in another."""
+    segmentation = [r for r in records if is_segmentation(r)]
+    per_class = [r for r in records if not is_segmentation(r)]
+    tables = [_class_table(per_class)] if per_class or not records else []
+    tables += [segmentation_markdown(segmentation)] if segmentation else []
+    return "\n\n".join(tables)
+
+
+def _class_table(records: Sequence[dict]) -> str:
     shown = columns(records)
     head = ["dataset", "model", "method", "pairs", "thr"] + [f"{name} {arrow(key)}" for key, (name, _) in shown.items()]
     head.append("skipped")

@@ -39,6 +39,14 @@ SHOWN = {
     "zero_shot": Shown("zero-shot %", 100.0, 1),
 }
 
+#: Segmentation records (`eclip evaluate --task segmentation`) -> how they are shown: shares in percent, as
+#: the segmentation papers report them (their `miou` is the argmax mIoU over all classes, not the binary one).
+SEGMENTATION_SHOWN = {
+    "miou": Shown("mIoU %", 100.0, 1),
+    "pixel_accuracy": Shown("pixel acc %", 100.0, 1),
+    "mean_accuracy": Shown("mean acc %", 100.0, 1),
+}
+
 #: The label of one (image, class) pair's score contrast, in percent.
 SC_LABEL = "SC %"
 
@@ -63,14 +71,15 @@ def shown_value(key: str, value: float | None) -> float | None:
     return float(value) * (SHOWN[key].scale if key in SHOWN else 1.0)
 
 
-def format_value(key: str, value) -> str:
-    """`value` of record key `key` as tables show it: '+4.6' for mSC %, '30.0' for inverted %, '0.141' for fg IoU, '–' for none."""
+def format_value(key: str, value, table: dict[str, Shown] = SHOWN) -> str:
+    """`value` of record key `key` as tables show it: '+4.6' for mSC %, '30.0' for inverted %, '0.141' for fg IoU, '–' for none
+    (`table`: SEGMENTATION_SHOWN for segmentation records)."""
     if value is None:
         return "–"
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or key not in SHOWN:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or key not in table:
         return str(value)
-    shown = SHOWN[key]
-    return f"{shown_value(key, value):{'+' if shown.signed else ''}.{shown.digits}f}"
+    shown = table[key]
+    return f"{float(value) * shown.scale:{'+' if shown.signed else ''}.{shown.digits}f}"
 
 
 def sc_percent(contrast: float | None) -> float | None:
