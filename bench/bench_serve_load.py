@@ -40,6 +40,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server helpers the tests use
 from helpers.browser import eclip_process  # noqa: E402
 
+from eclip.serve.workspace import tree_size  # noqa: E402
+
 MiB = 2**20
 SHAPES = ["circle", "star", "ring", "heart", "square", "triangle", "crescent", "cross"]
 
@@ -52,14 +54,7 @@ def rss_mib(pid: int) -> float:
 
 
 def disk_mib(folder: Path) -> float:
-    total = 0
-    for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except FileNotFoundError:
-                pass
-    return total / MiB
+    return tree_size(folder) / MiB
 
 
 def noise_png(path: Path, size: tuple[int, int], seed: int) -> Path:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
 from eclip.cli import options
 from eclip.cli.app import app
+from eclip.cli.per_file import PerFile
 
 
 @app.command("decompose", short_help="Split each image-text cosine into direct contributions.")
@@ -37,7 +36,6 @@ def decompose_command(
 
     from eclip.decompose import decompose_files
     from eclip.errors import MethodError
-    from eclip.explain import Failure
     from eclip.models.loading import load_model
     from eclip.prompts import encode_prompts
 
@@ -45,11 +43,7 @@ def decompose_command(
     if adapter.arch != "vit":
         raise MethodError(f"eclip decompose splits a ViT's embedding; {model} is a {adapter.arch} model (use a ViT)")
     features = encode_prompts(adapter, texts, template)
-    failed = 0
-    for result in decompose_files(adapter, paths, features, texts, out, batch_size=batch_size, size=size):
-        if isinstance(result, Failure):
-            failed += 1
-            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
-    typer.echo(f"decomposed {len(paths) - failed} of {len(paths)} images on {adapter.name} -> {out}")
-    if failed:
-        raise typer.Exit(code=1)
+    run = PerFile(len(paths), "decompose")
+    for _ in run.done(decompose_files(adapter, paths, features, texts, out, batch_size=batch_size, size=size)):
+        pass
+    run.finish(f"decomposed {{done}} of {{total}} images on {adapter.name} -> {out}")

@@ -1,7 +1,6 @@
 """`eclip explain`: heat maps of where a CLIP looks for each text, per image."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import typer
 
 from eclip.cli import options
 from eclip.cli.app import app
+from eclip.cli.per_file import PerFile
 
 #: Default longest side of the saved maps: a map is resized from the model's grid (14 x 14 for ViT-B/16
 #: at 224 px), so 2048 px loses nothing, and a 48-megapixel image's eight maps take 100 MB instead of 1.5 GB.
@@ -51,9 +51,8 @@ def explain_command(
     paths = image_paths(inputs, recursive)
     check_interaction_texts(method, texts)
 
-    from tqdm import tqdm
 
-    from eclip.explain import Explained, explain_files, unique_stems, write_explained
+    from eclip.explain import explain_files, unique_stems, write_explained
     from eclip.methods.base import get_method
     from eclip.models.loading import load_model
     from eclip.prompts import IMAGENET, encode_prompts
@@ -66,18 +65,11 @@ def explain_command(
     features = encode_prompts(adapter, texts, IMAGENET if ensemble else template)
     names = unique_stems(paths)
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for result in tqdm(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size,
-                                     precision=precision),
-                       total=len(paths), desc="explain", unit="image", file=sys.stderr):
-        if not isinstance(result, Explained):
-            failed += 1
-            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
-            continue
+    run = PerFile(len(paths), "explain")
+    for result in run.done(explain_files(adapter, explainer, paths, features, texts, batch_size=batch_size, size=size,
+                                         precision=precision)):
         write_explained(result, out / names[result.path], model_name=adapter.name, method_label=explainer.label, map_side=map_size)
-    typer.echo(f"explained {len(paths) - failed} of {len(paths)} images with {explainer.label} on {adapter.name} -> {out}")
-    if failed:
-        raise typer.Exit(code=1)
+    run.finish(f"explained {{done}} of {{total}} images with {explainer.label} on {adapter.name} -> {out}")
 
 
 def check_interaction_texts(method: str, texts: Sequence[str]) -> None:
@@ -110,11 +102,10 @@ def check_interaction_texts(method: str, texts: Sequence[str]) -> None:
 def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, templates: str, background: str,
              threshold: float | None) -> None:
     """`eclip explain --segment`: one label map per image (`eclip.segmentation.files`)."""
-    from tqdm import tqdm
 
     from eclip.explain import unique_stems
     from eclip.segmentation import Segmenter, Vocabulary
-    from eclip.segmentation.files import Failed, segment_files
+    from eclip.segmentation.files import segment_files
     from eclip.segmentation.protocol import protocol_for_texts
 
     vocabulary = Vocabulary.from_texts(texts, background=None if threshold is not None else background,
@@ -122,12 +113,7 @@ def _segment(adapter, method, texts: list[str], paths: list[Path], out: Path, te
     protocol = protocol_for_texts(method.name, templates, threshold or 0.0, min(adapter.image_size))
     segmenter = Segmenter(adapter, method, vocabulary, protocol)
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    results = segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.label}")
-    for result in tqdm(results, total=len(paths), desc="segment", unit="image", file=sys.stderr):
-        if isinstance(result, Failed):
-            failed += 1
-            typer.echo(f"eclip: skipped {result.path}: {result.reason}", err=True)
-    typer.echo(f"segmented {len(paths) - failed} of {len(paths)} images with {method.label} on {adapter.name} -> {out}")
-    if failed:
-        raise typer.Exit(code=1)
+    run = PerFile(len(paths), "segment")
+    for _ in run.done(segment_files(segmenter, paths, out, unique_stems(paths), title=f"{adapter.name} · {method.label}")):
+        pass
+    run.finish(f"segmented {{done}} of {{total}} images with {method.label} on {adapter.name} -> {out}")

@@ -13,6 +13,7 @@ import numpy as np
 
 from eclip.data.images import load_image
 from eclip.errors import EclipError
+from eclip.explain import Failure
 from eclip.segmentation.figure import segmentation_figure
 from eclip.segmentation.predict import Segmenter
 from eclip.writing import atomic_write
@@ -24,21 +25,15 @@ class Segmented:
     labels: np.ndarray
 
 
-@dataclass
-class Failed:
-    path: Path
-    reason: str
-
-
 def segment_files(segmenter: Segmenter, paths: Sequence[Path], out: Path, names: dict[Path, str],
-                  title: str = "") -> Iterator[Segmented | Failed]:
-    """Segment each file and write its `.npy` and `.png` under `out` (named by `names`); unreadable images are `Failed`."""
+                  title: str = "") -> Iterator[Segmented | Failure]:
+    """Segment each file and write its `.npy` and `.png` under `out` (named by `names`); unreadable images are a `Failure`."""
     classnames = segmenter.vocabulary.classnames
     for path in paths:
         try:
             image = load_image(path)
         except EclipError as err:
-            yield Failed(path, str(err))
+            yield Failure(path, str(err))
             continue
         labels = segmenter(image).labels.numpy().astype(np.uint8)
         stem = names[path]
