@@ -79,7 +79,7 @@ hold the labels (`.npy`, H x W uint8, 0 the background and i the i-th text, at m
 and the figure `eclip explain --segment` draws (`.png`)."""
 
 TILE_PX = 184  # the tiles' size on the page, whatever the number of maps
-SEGMENT_PX = 224  # the image and its labels on the Segment tab
+SEGMENT_PX = 200  # the image and its labels on the Segment tab
 BACKGROUND_MODES = [("a text", "text"), ("a probability threshold", "threshold")]
 SHARE_COLUMNS = ["label", "text", "pixels %"]
 
