@@ -92,7 +92,6 @@ CSS = """
 .eclip-samples .grid-container{padding-top:0 !important}
 .eclip-samples .grid-container{grid-template-columns:repeat(6,minmax(0,1fr)) !important;gap:6px}
 .eclip-samples .thumbnail-item{cursor:pointer;width:100%;height:auto;aspect-ratio:1/1}
-#eclip-tabs>.tab-wrapper{margin-bottom:4px}
 .eclip-family{padding:4px 8px !important}.eclip-family label{flex:1 1 100%;padding:1px 4px !important;font-size:13px;
 margin:0 !important}.eclip-family .wrap{gap:1px !important}.eclip-family [data-testid=block-info]{margin-bottom:2px}
 #methods-off p{margin:2px 0;font-size:12px;color:#777}
