@@ -284,3 +284,47 @@ def test_the_evaluation_report_renders_its_table_and_chart(browser, tmp_path):
     box = chart.bounding_box()
     assert box["width"] > 200 and box["height"] > 100
     page.close()
+
+
+def test_the_segment_tab_segments_a_sample_above_the_fold_at_1280x900(browser, server, tmp_path):
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(server)
+    page.get_by_role("tab", name="Segment").click()
+    page.locator("#segment").wait_for()
+    page.locator("#seg-samples .thumbnail-item").nth(3).click()
+    page.wait_for_function("() => document.querySelector('#seg-texts textarea').value.length > 0")
+    classes = page.locator("#seg-texts textarea").input_value().splitlines()
+    page.locator("#segment").click()
+    pictures = page.locator("#segmentation img")
+    pictures.first.wait_for(timeout=60_000)
+    for img in pictures.all():
+        page.wait_for_function(LOADED, arg=img.element_handle(), timeout=30_000)
+    kind, text = page.locator("#seg-status p").get_attribute("class"), page.locator("#seg-status p").inner_text()
+    assert kind == "eclip-ok" and f"000003: {len(classes)} text(s) + background, sclip on synth-vit, 160 x 160 labels" in text
+    assert page.locator("#segmentation .eclip-legend li").all_inner_texts() == ["background", *classes]
+    page.wait_for_function("() => document.querySelectorAll('#seg-downloads a').length === 2", timeout=30_000)
+    links = [a.get_attribute("href") for a in page.locator("#seg-downloads a").all()]
+    labels = np.load(io.BytesIO(page.request.get(next(link for link in links if link.endswith(".npy"))).body()))
+    assert labels.shape == (160, 160) and int(labels.max()) <= len(classes)
+    shot = tmp_path / "serve-segment-1280x900.png"
+    page.screenshot(path=str(shot))
+    keep = os.environ.get("ECLIP_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert image.shape == (900, 1280, 3)
+    for selector in ("#seg-samples", "#seg-upload", "#seg-texts", "#seg-model", "#seg-method", "#seg-background", "#segment",
+                     "#segmentation img.eclip-labels", "#shares", "#seg-downloads"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900, f"{selector} is below the fold: {box}"
+    box = page.locator("#segmentation img.eclip-labels").bounding_box()  # the labels as the page shows them: the palette's colours
+    shown = image[int(box["y"]) + 2: int(box["y"] + box["height"]) - 2, int(box["x"]) + 2: int(box["x"] + box["width"]) - 2]
+    from eclip.segmentation.figure import palette
+
+    colours = {tuple(c) for c in palette(len(classes) + 1).tolist()}
+    assert {tuple(c) for c in shown.reshape(-1, 3)[::97].tolist()} <= colours | {(238, 238, 238)}
+    rows = page.locator("#shares [role=row][aria-rowindex]").count() - 1
+    assert rows == len(classes) + 1
+    page.close()

@@ -21,6 +21,9 @@ these functions, so everything it shows is computed, limited and tested here:
   the named class's mask minus outside (ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046,
   `eclip.metrics.ScoreContrast.per_pair`, as `eclip demo`, `eclip shift` and `eclip evaluate`
   compute it), shown in percent as "SC %", and their mean per (model, method) as "mSC %";
+- the Segment view (`eclip.serve.segment`) labels every pixel with the text whose map is highest,
+  through the segmenter, vocabulary and protocol of `eclip explain --segment`, so its labels are
+  the `.npy` that command writes;
 - nothing here opens a path that came from the browser: uploads arrive as bytes and are written
   to a folder this module made; samples and request folders are named by id and looked up.
 """
@@ -49,8 +52,10 @@ from eclip.serve.request import (
     request_bytes,
     write_figures,
 )
+from eclip.serve.segment import SegmentResult, segment_inputs, segment_methods, segment_request
 from eclip.serve.workspace import Quotas, Workspace
 
-__all__ = ["TEMPLATE_CHOICES", "BundledSamples", "ImageInput", "MapPanel", "ModelCache", "Quotas", "ServeLimits", "ServeResult",
-           "Workspace", "check_methods", "check_request_size", "contrast_class", "explain_request", "parse_methods", "parse_texts",
-           "read_manifest", "read_upload", "request_bytes", "resolve_template", "upload_too_big", "write_figures"]
+__all__ = ["TEMPLATE_CHOICES", "BundledSamples", "ImageInput", "MapPanel", "ModelCache", "Quotas", "SegmentResult", "ServeLimits",
+           "ServeResult", "Workspace", "check_methods", "check_request_size", "contrast_class", "explain_request", "parse_methods",
+           "parse_texts", "read_manifest", "read_upload", "request_bytes", "resolve_template", "segment_inputs", "segment_methods",
+           "segment_request", "upload_too_big", "write_figures"]

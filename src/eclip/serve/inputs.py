@@ -6,7 +6,8 @@ limits; samples are named by id and looked up in the package: no path comes from
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from eclip.data.sample import Sample
 from eclip.errors import ImageLoadError, MethodError, OptionError, TextInputError
+from eclip.serve.workspace import Workspace
 
 TEMPLATE_CHOICES: dict[str, str | None] = {
     "verbatim": None,
@@ -183,3 +185,29 @@ def contrast_class(text: str, classnames: Sequence[str]) -> str | None:
     words = set(re.findall(r"[a-z]+", text.lower()))
     named = [name for name in classnames if set(name.lower().split()) <= words]
     return named[0] if len(named) == 1 else None
+
+
+@contextmanager
+def request_input(workspace: Workspace, samples: BundledSamples, data: bytes | None, sample_id: str | None, limits: ServeLimits,
+                  reserve: Callable[[ImageInput], int]) -> Iterator[tuple[Path, ImageInput]]:
+    """A new request folder and the request's image (the upload, written there and decoded, or else the sample named by id).
+
+    `reserve(image)` bytes, an upper bound of what the request will write, are set aside before
+    the caller writes anything (`OutputError` if they do not fit); the folder is removed if the
+    request fails, and counted at its real size once it is done.
+    """
+    from eclip.errors import OutputError
+
+    if data is None and not sample_id:
+        raise ImageLoadError("no image: upload one or pick a bundled sample")
+    folder = workspace.new_folder(len(data) if data is not None else 0)
+    try:
+        item = read_upload(data, folder, limits) if data is not None else samples.get(str(sample_id))
+        if not workspace.reserve(folder, reserve(item)):
+            raise OutputError("the server's disk for results is full of requests still running; try again in a moment")
+        yield folder, item
+    except BaseException:
+        workspace.discard(folder)
+        raise
+    finally:
+        workspace.settle(folder)

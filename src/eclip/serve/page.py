@@ -2,9 +2,12 @@
 
 What the page computes, limits and checks lives in the rest of `eclip.serve` (tested without a
 browser); this module lays it out and turns every expected error into one line in the page.
-At 1280 x 900 the controls and Explain fit above the fold: samples as thumbnails, the methods in
-families with a line each (those the model cannot run greyed out), the maps as tiles of one size
-under column headers, with a colour bar, and the numbers in a table.
+Two tabs share the image inputs' layout. Explain: at 1280 x 900 the controls and Explain fit above
+the fold: samples as thumbnails, the methods in families with a line each (those the model cannot
+run greyed out), the maps as tiles of one size under column headers, with a colour bar, and the
+numbers in a table. Segment (`eclip.serve.segment`): texts, one model, one method and the
+background (a text or a threshold), then the image beside its labels in VOC's palette with a
+legend, the share of the pixels per text, and the downloads, all above the fold.
 Gradio's analytics and run history are off, the page loads no web font, and nothing is shared: a
 server started here talks to the browsers that reach it and to nothing else. Everything it
 writes stays in one temporary folder (`Workspace`), removed when it stops.
@@ -26,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from eclip.errors import EclipError, ImageLoadError, OutputError  # noqa: E402
+from eclip.errors import EclipError  # noqa: E402
 from eclip.report.units import SC_LABEL, label  # noqa: E402
 from eclip.serve.inputs import (  # noqa: E402
     TEMPLATE_CHOICES,
@@ -36,6 +39,7 @@ from eclip.serve.inputs import (  # noqa: E402
     parse_methods,
     parse_texts,
     read_upload,
+    request_input,
     resolve_template,
     upload_too_big,
 )
@@ -49,6 +53,7 @@ from eclip.serve.request import (  # noqa: E402
     request_bytes,
     write_figures,
 )
+from eclip.serve.segment import SegmentResult, segment_inputs, segment_methods  # noqa: E402
 from eclip.serve.uploads import BodyLimit  # noqa: E402
 from eclip.serve.workspace import Quotas, Workspace  # noqa: E402
 
@@ -66,17 +71,27 @@ the map prefers the background, the semantic shift ECLIP fixes. A column's heade
 **mSC %** of `eclip evaluate`. The downloads hold each map at the image's size (`.npy`, K x H x W in
 [0, 1], at most the server's map size a side) and an overlay figure (`.png`)."""
 
+SEGMENT_ABOUT = """Every pixel takes the text whose map is highest there, as `eclip explain --segment` computes it: the
+method's own windows and post-processing from its paper (sclip, naclip, clearclip, cliptrase; any other dense
+method with SCLIP's). Class 0 is the background: a text of its own, or the pixels whose best probability (softmax
+over the texts) is below the threshold. Colours are PASCAL VOC's palette (the background black). The downloads
+hold the labels (`.npy`, H x W uint8, 0 the background and i the i-th text, at most the server's map size a side)
+and the figure `eclip explain --segment` draws (`.png`)."""
+
 TILE_PX = 184  # the tiles' size on the page, whatever the number of maps
+SEGMENT_PX = 200  # the image and its labels on the Segment tab
+BACKGROUND_MODES = [("a text", "text"), ("a probability threshold", "threshold")]
+SHARE_COLUMNS = ["label", "text", "pixels %"]
 
 CSS = """
 .gradio-container{max-width:1280px !important;padding-top:6px !important}
 #eclip-head{font-size:20px;margin:0 0 2px}#eclip-head span{font-size:14px;color:#555;margin-left:10px}
-#status{min-height:2.2em}#status p{margin:0.2em 0}#status .eclip-error{color:#b00020;font-weight:600}
-#status .eclip-ok{color:#2e6b30}
-#samples .fixed-height{min-height:0;max-height:none;height:auto}#samples .grid-wrap{padding:30px 8px 8px}
-#samples .grid-container{padding-top:0 !important}
-#samples .grid-container{grid-template-columns:repeat(6,minmax(0,1fr)) !important;gap:6px}
-#samples .thumbnail-item{cursor:pointer;width:100%;height:auto;aspect-ratio:1/1}
+.eclip-status{min-height:2.2em}.eclip-status p{margin:0.2em 0}.eclip-status .eclip-error{color:#b00020;font-weight:600}
+.eclip-status .eclip-ok{color:#2e6b30}
+.eclip-samples .fixed-height{min-height:0;max-height:none;height:auto}.eclip-samples .grid-wrap{padding:30px 8px 8px}
+.eclip-samples .grid-container{padding-top:0 !important}
+.eclip-samples .grid-container{grid-template-columns:repeat(6,minmax(0,1fr)) !important;gap:6px}
+.eclip-samples .thumbnail-item{cursor:pointer;width:100%;height:auto;aspect-ratio:1/1}
 .eclip-family{padding:4px 8px !important}.eclip-family label{flex:1 1 100%;padding:1px 4px !important;font-size:13px;
 margin:0 !important}.eclip-family .wrap{gap:1px !important}.eclip-family [data-testid=block-info]{margin-bottom:2px}
 #methods-off p{margin:2px 0;font-size:12px;color:#777}
@@ -87,6 +102,11 @@ margin:0 !important}.eclip-family .wrap{gap:1px !important}.eclip-family [data-t
 .eclip-col b{font-size:14px}.eclip-col .eclip-msc{color:#555}
 .eclip-tile{margin:0}.eclip-tile img{width:var(--tile);height:var(--tile);object-fit:contain;background:#eee;display:block}
 .eclip-tile figcaption{font-size:12px;color:#333;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;width:var(--tile)}
+.eclip-seg{display:flex;gap:10px;flex-wrap:wrap}.eclip-seg figure{margin:0}
+.eclip-seg img{width:var(--tile);height:var(--tile);object-fit:contain;background:#eee;display:block}
+.eclip-seg img.eclip-labels{image-rendering:pixelated}.eclip-seg figcaption{font-size:12px;color:#333}
+.eclip-legend{list-style:none;padding:0;margin:6px 0;display:flex;flex-wrap:wrap;gap:2px 14px;font-size:13px}
+.eclip-swatch{display:inline-block;width:12px;height:12px;border:1px solid #888;margin-right:5px;vertical-align:-1px}
 """
 
 # Resolves when every tile in the grid has loaded (or after 10 s), in the browser.
@@ -103,16 +123,16 @@ MAPS_SHOWN = """() => new Promise((resolve) => {
 # An upload over the limit never reaches a handler (Gradio refuses it in the browser or with a 413): the
 # browser passes its size to the server, whose answer goes to the status line like any other error.
 UPLOAD_SIZE_WATCH = """() => {
-  const send = (file) => {
+  const send = (upload, file) => {
     if (!file || file.size <= LIMIT) return;
-    const box = document.querySelector('#upload-size textarea, #upload-size input');
+    const box = document.querySelector(`#${upload.id}-size textarea, #${upload.id}-size input`);
     if (!box) return;
     box.value = file.size + ' ' + Date.now();  // a new value each time: the same file twice is reported twice
     box.dispatchEvent(new Event('input', {bubbles: true}));
   };
-  const inUpload = (e) => e.target && e.target.closest && e.target.closest('#upload');
-  document.addEventListener('change', (e) => { if (inUpload(e) && e.target.files) send(e.target.files[0]); }, true);
-  document.addEventListener('drop', (e) => { if (inUpload(e) && e.dataTransfer) send(e.dataTransfer.files[0]); }, true);
+  const inUpload = (e) => e.target && e.target.closest && e.target.closest('.eclip-upload');  // its size box: '#<id>-size'
+  document.addEventListener('change', (e) => { const u = inUpload(e); if (u && e.target.files) send(u, e.target.files[0]); }, true);
+  document.addEventListener('drop', (e) => { const u = inUpload(e); if (u && e.dataTransfer) send(u, e.dataTransfer.files[0]); }, true);
 }"""
 
 SCORE_COLUMNS = ["model", "method", "text", "cos", "p", SC_LABEL]
@@ -121,6 +141,18 @@ SCORE_COLUMNS = ["model", "method", "text", "cos", "p", SC_LABEL]
 def status_line(text: str, error: bool = False) -> str:
     """One escaped line for the status box (what the browser tests read)."""
     return f"<p class='{'eclip-error' if error else 'eclip-ok'}'>{html.escape(text)}</p>"
+
+
+def failure_line(err: Exception, what: str) -> str:
+    """The status line of a request that raised `err`: bad input says why; a bug says its type, its traceback goes to the log.
+
+    Call it from the `except` block, where the traceback is still at hand.
+    """
+    if isinstance(err, EclipError):
+        return status_line(str(err), error=True)
+    log.exception("%s failed", what)
+    return status_line(f"internal error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); see the server log",
+                       error=True)
 
 
 def _url(path: Path) -> str:
@@ -158,6 +190,24 @@ def maps_html(result: ServeResult, bar: str, compare: bool) -> str:
 def score_rows(result: ServeResult) -> list[list]:
     return [[p.model, p.method, p.text, round(p.cosine, 4), round(p.probability, 4),
              "" if p.sc_percent is None else round(p.sc_percent, 1)] for p in result.panels]
+
+
+def segmentation_html(result: SegmentResult) -> str:
+    """The image beside its labels in VOC's palette, both at one size, and a legend of the texts with their colours."""
+    from eclip.segmentation.figure import palette
+
+    colours = palette(len(result.classnames))
+    legend = "".join(f"<li><span class='eclip-swatch' style='background:rgb{tuple(int(c) for c in colours[i])}'></span>"
+                     f"{html.escape(name)}</li>" for i, name in enumerate(result.legend))
+    return (f"<div class='eclip-seg' style='--tile:{SEGMENT_PX}px'>"
+            f"<figure><img class='eclip-image' src='{_url(result.image_tile)}' alt='image'><figcaption>image</figcaption></figure>"
+            f"<figure><img class='eclip-labels' src='{_url(result.labels_tile)}' alt='segmentation'>"
+            f"<figcaption>{html.escape(result.method)} on {html.escape(result.model)}</figcaption></figure></div>"
+            f"<ul class='eclip-legend'>{legend}</ul>")
+
+
+def share_rows(result: SegmentResult) -> list[list]:
+    return [[i, name, round(100 * share, 1)] for i, (name, share) in enumerate(zip(result.legend, result.shares))]
 
 
 def methods_off_html(label: str, reasons: dict[str, str]) -> str:
@@ -254,12 +304,8 @@ def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, def
                 result = explain(data, sample_id, raw_texts, template, model_label, compare,
                                  [*(dense or []), *(attention or []), *(gradient or []), *(perturbation or []), *(other or [])],
                                  lambda fraction, desc: progress(fraction, desc=desc))
-        except EclipError as err:
-            return (status_line(str(err), error=True), *empty)
-        except Exception as err:  # a bug, not bad input: one line here, the traceback in the server log
-            log.exception("explain failed")
-            return (status_line(f"internal error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                                "see the server log", error=True), *empty)
+        except Exception as err:  # bad input, or a bug: one line here either way
+            return (failure_line(err, "explain"), *empty)
         message = (f"{result.name}: {len(result.texts)} text(s) x {', '.join(result.methods)} on {' vs '.join(result.models)} "
                    f"in {result.seconds:.3f} s")
         return status_line(message), maps_html(result, bar, compare), score_rows(result), result.folder.name, None
@@ -270,20 +316,9 @@ def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, def
         methods = parse_methods(picked, known, limits)
         labels = models.comparison(model_label) if compare else [model_label]
         check_request_size(len(texts), len(methods), len(labels), limits)
-        if data is None and not sample_id:
-            raise ImageLoadError("no image: upload one or pick a bundled sample")
-        folder = workspace.new_folder(len(data) if data is not None else 0)
-        try:
-            item = read_upload(data, folder, limits) if data is not None else samples.get(sample_id)
-            if not workspace.reserve(folder, request_bytes((item.image.height, item.image.width), len(texts), len(methods),
-                                                           len(labels), limits)):
-                raise OutputError("the server's disk for results is full of requests still running; try again in a moment")
+        with request_input(workspace, samples, data, sample_id, limits, lambda item: request_bytes(
+                (item.image.height, item.image.width), len(texts), len(methods), len(labels), limits)) as (folder, item):
             return explain_request(models, item, texts, prompt, labels, methods, folder, progress=progress, limits=limits)
-        except BaseException:
-            workspace.discard(folder)
-            raise
-        finally:
-            workspace.settle(folder)
 
     def downloads(request_id: str | None):
         """The maps (.npy) and overlay figures (.png) of the session's last request, if the server still keeps them."""
@@ -302,52 +337,115 @@ def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, def
             log.exception("writing the downloads failed")
             return None
 
-    with gr.Blocks(title="eclip", analytics_enabled=False) as demo:
-        gr.HTML(HEADER, js_on_load=None)
-        result_state = gr.State(None)  # the id of the session's last request folder, for the downloads step
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=300):
-                gallery = gr.Gallery([path for path, _ in thumbs], label="Samples, with masks: click one", columns=6, height="auto",
-                                     allow_preview=False, object_fit="contain", elem_id="samples", buttons=[], interactive=False)
-                upload = gr.File(label=f"... or upload an image (at most {limits.max_upload_mb:g} MB)", type="binary",
-                                 file_types=["image"], elem_id="upload", height=130)
-                preview = gr.Image(label="image", interactive=False, height=190, elem_id="preview", buttons=[])
-                sample = gr.Textbox(visible="hidden", elem_id="sample", label="sample id")
-                size_box = gr.Textbox(visible="hidden", elem_id="upload-size", label="upload size")
-            with gr.Column(scale=3, min_width=300):
-                texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts})", lines=4, max_lines=8,
-                                   elem_id="texts", placeholder="a red star\na blue circle")
-                template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True, elem_id="template",
-                                       label="Prompt: verbatim, a template with {}, or an ensemble")
-                model = gr.Dropdown(models.labels, value=default_model, label="Model", elem_id="model")
-                compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its ECLIP fine-tune", elem_id="compare")
-                button = gr.Button("Explain", variant="primary", elem_id="explain")
-                status = gr.HTML("", elem_id="status", js_on_load=None)
-            with gr.Column(scale=4, min_width=340, elem_id="methods"):
-                groups = [gr.CheckboxGroup([(item.label, item.name) for item in families[family]],
-                                           value=["itsm"] if family == "dense" else [], label=f"{family}: {FAMILIES[family]}",
-                                           elem_id=f"methods-{family}", elem_classes=["eclip-family"])
-                          for family in FAMILIES]
-                off = gr.HTML(menu_state(default_model, *([] for _ in groups))[-1], elem_id="methods-off", js_on_load=None)
-        maps = gr.HTML("", elem_id="maps", js_on_load=None)
-        scores = gr.Dataframe(headers=SCORE_COLUMNS, datatype=["str", "str", "str", "number", "number", "number"],
-                              label="scores", interactive=False, elem_id="scores", max_height=420)
-        files = gr.File(label="Downloads: maps (.npy, K x H x W in [0, 1]) and overlay figures (.png)", file_count="multiple",
-                        interactive=False, elem_id="downloads")
-        with gr.Accordion("How to read the page", open=False):
-            gr.Markdown(ABOUT)
+    def run_segment(data, sample_id: str, raw_texts: str, template: str, model_label: str, method: str, background_mode: str,
+                    background_text: str, threshold: float):
+        """Segment the image (an upload, or else the sample named by id) for the texts with one model and method."""
+        try:
+            with workspace.job():
+                result = segment_inputs(models, workspace, samples, limits, data, sample_id, raw_texts, template, model_label,
+                                        method, background_mode, background_text, threshold)
+        except Exception as err:  # bad input, or a bug: one line here either way
+            return failure_line(err, "segment"), "", [], None
+        height, width = result.size
+        message = (f"{result.name}: {len(result.classnames) - 1} text(s) + {result.legend[0]}, {result.method} on {result.model}, "
+                   f"{height} x {width} labels in {result.seconds:.3f} s")
+        return status_line(message), segmentation_html(result), share_rows(result), [str(path) for path in result.downloads]
 
-        light = dict(concurrency_limit=2, concurrency_id="light", api_visibility="private", show_progress="hidden")
+    light = dict(concurrency_limit=2, concurrency_id="light", api_visibility="private", show_progress="hidden")
+
+    def image_inputs(prefix: str) -> tuple:
+        """The image column of a tab: sample thumbnails, an upload and its preview; the picked sample's id and the size
+        of an upload too big to send, hidden. Element ids start with `prefix`."""
+        gallery = gr.Gallery([path for path, _ in thumbs], label="Samples, with masks: click one", columns=6, height="auto",
+                             allow_preview=False, object_fit="contain", elem_id=f"{prefix}samples", elem_classes=["eclip-samples"],
+                             buttons=[], interactive=False)
+        upload = gr.File(label=f"... or upload an image (at most {limits.max_upload_mb:g} MB)", type="binary", file_types=["image"],
+                         elem_id=f"{prefix}upload", elem_classes=["eclip-upload"], height=130)
+        preview = gr.Image(label="image", interactive=False, height=190, elem_id=f"{prefix}preview", buttons=[])
+        sample = gr.Textbox(visible="hidden", elem_id=f"{prefix}sample", label="sample id")
+        size_box = gr.Textbox(visible="hidden", elem_id=f"{prefix}upload-size", label="upload size")
+        return gallery, upload, preview, sample, size_box
+
+    def wire_image_inputs(gallery, upload, preview, sample, size_box, texts, status) -> None:
         gallery.select(pick_sample, None, [sample, preview, texts, upload, status], **light)
         upload.upload(preview_upload, upload, [preview, sample, status], **light)
         upload.clear(lambda: (None, ""), None, [preview, status], **light)
         size_box.change(upload_size, size_box, status, **light)
+
+    with gr.Blocks(title="eclip", analytics_enabled=False) as demo:
+        gr.HTML(HEADER, js_on_load=None)
+        result_state = gr.State(None)  # the id of the session's last request folder, for the downloads step
+        with gr.Tabs(elem_id="eclip-tabs"):
+            with gr.Tab("Explain", id="explain-tab", elem_id="explain-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=300):
+                        image = image_inputs("")
+                    with gr.Column(scale=3, min_width=300):
+                        texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts})", lines=4, max_lines=8,
+                                           elem_id="texts", placeholder="a red star\na blue circle")
+                        template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True, elem_id="template",
+                                               label="Prompt: verbatim, a template with {}, or an ensemble")
+                        model = gr.Dropdown(models.labels, value=default_model, label="Model", elem_id="model")
+                        compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its ECLIP fine-tune", elem_id="compare")
+                        button = gr.Button("Explain", variant="primary", elem_id="explain")
+                        status = gr.HTML("", elem_id="status", elem_classes=["eclip-status"], js_on_load=None)
+                    with gr.Column(scale=4, min_width=340, elem_id="methods"):
+                        groups = [gr.CheckboxGroup([(item.label, item.name) for item in families[family]],
+                                                   value=["itsm"] if family == "dense" else [], label=f"{family}: {FAMILIES[family]}",
+                                                   elem_id=f"methods-{family}", elem_classes=["eclip-family"])
+                                  for family in FAMILIES]
+                        off = gr.HTML(menu_state(default_model, *([] for _ in groups))[-1], elem_id="methods-off", js_on_load=None)
+                maps = gr.HTML("", elem_id="maps", js_on_load=None)
+                scores = gr.Dataframe(headers=SCORE_COLUMNS, datatype=["str", "str", "str", "number", "number", "number"],
+                                      label="scores", interactive=False, elem_id="scores", max_height=420)
+                files = gr.File(label="Downloads: maps (.npy, K x H x W in [0, 1]) and overlay figures (.png)", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+                with gr.Accordion("How to read the page", open=False):
+                    gr.Markdown(ABOUT)
+            with gr.Tab("Segment", id="segment-tab", elem_id="segment-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=300):
+                        seg_image = image_inputs("seg-")
+                    with gr.Column(scale=3, min_width=300):
+                        seg_texts = gr.Textbox(label=f"Texts, one per line (at most {limits.max_texts}): the classes", lines=4,
+                                               max_lines=8, elem_id="seg-texts", placeholder="a red star\na blue circle")
+                        seg_template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True,
+                                                   elem_id="seg-template", label="Prompt: verbatim, a template with {}, or an ensemble")
+                        seg_model = gr.Dropdown(models.labels, value=default_model, label="Model", elem_id="seg-model")
+                        labels = {item.name: item.label for item in families["dense"]}
+                        seg_method = gr.Dropdown([(labels[name], name) for name in segment_methods()], value=segment_methods()[0],
+                                                 label="Method (those with a segmentation protocol first)", elem_id="seg-method")
+                        background_mode = gr.Radio(BACKGROUND_MODES, value="text", label="Background: class 0 is",
+                                                   elem_id="seg-background-mode")
+                        with gr.Row():
+                            background_text = gr.Textbox("background", label="background text", max_lines=1, min_width=120,
+                                                         elem_id="seg-background")
+                            threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="or: below this probability",
+                                                  min_width=120, elem_id="seg-threshold")
+                        seg_button = gr.Button("Segment", variant="primary", elem_id="segment")
+                        seg_status = gr.HTML("", elem_id="seg-status", elem_classes=["eclip-status"], js_on_load=None)
+                    with gr.Column(scale=4, min_width=340):
+                        segmentation = gr.HTML("", elem_id="segmentation", js_on_load=None)
+                        shares = gr.Dataframe(headers=SHARE_COLUMNS, datatype=["number", "str", "number"], label="share of the pixels",
+                                              interactive=False, elem_id="shares", max_height=300)
+                        seg_files = gr.File(label="Downloads: labels (.npy, H x W, 0 background, i text i) and figure (.png)",
+                                            file_count="multiple", interactive=False, elem_id="seg-downloads")
+                with gr.Accordion("How to read the segmentation", open=False):
+                    gr.Markdown(SEGMENT_ABOUT)
+
+        wire_image_inputs(*image, texts, status)
+        wire_image_inputs(*seg_image, seg_texts, seg_status)
         model.change(menu_state, [model, *groups], [*groups, off], **light)
         # The figures for the downloads are drawn once the browser has the maps: drawing them earlier
         # would compete with serving the tiles for the server's time.
+        upload, sample = image[1], image[3]
         button.click(run, [upload, sample, texts, template, model, compare, *groups], [status, maps, scores, result_state, files],
                      api_name="explain", show_progress_on=[status], concurrency_id="explain",
                      ).then(None, js=MAPS_SHOWN).then(downloads, result_state, files, api_name="downloads", show_progress="hidden")
+        # One queue for both tabs' jobs: `--concurrency` bounds them together.
+        seg_button.click(run_segment, [seg_image[1], seg_image[3], seg_texts, seg_template, seg_model, seg_method, background_mode,
+                                       background_text, threshold], [seg_status, segmentation, shares, seg_files],
+                         api_name="segment", show_progress_on=[seg_status], concurrency_id="explain")
     return demo
 
 

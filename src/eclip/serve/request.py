@@ -182,7 +182,7 @@ def explain_request(
                 base = stem(item.name, label, name)
                 save_maps(folder / f"{base}.npy", explained, fit_within(explained.size, limits.map_side))
                 raw = explained.raw.numpy().astype(np.float32)
-                atomic_write(folder / f"{base}.raw.npy", lambda tmp, a=raw: _save_array(tmp, a))
+                atomic_write(folder / f"{base}.raw.npy", lambda tmp, a=raw: save_array(tmp, a))
                 tiles = _write_tiles(tile_image, explained.maps(tile_size), folder, base)
                 done[label, name] = (tiles, explained.cosine, explained.probability, _contrasts(explained, item, classes))
                 figures.append({"model": label, "method": name, "npy": f"{base}.npy", "png": f"{base}.png",
@@ -201,7 +201,8 @@ def explain_request(
     return ServeResult(item.name, folder, texts, list(model_labels), list(method_names), panels, time.perf_counter() - started)
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """`np.save` to an open file (the path of an atomic write), so that no `.npy` suffix is added."""
     with open(path, "wb") as f:
         np.save(f, array)
 
