@@ -233,3 +233,19 @@ def test_explain_segment_writes_labels_and_a_picture(model_dir, tmp_path):
         assert labels.shape == (40, 60) and labels.dtype == np.uint8 and int(labels.max()) <= 2
         assert Image.open(out / "wide.png").size[0] > 200
     assert int(np.load(tmp_path / "thr" / "wide.npy").max()) == 0  # no probability reaches 1: all background
+
+
+def test_cliptrase_with_a_threshold_is_refused_in_one_line(model_dir, tmp_path):
+    """CLIPtrase votes clusters on raw cosines: no probability exists for a threshold to cut, so it is refused, not ignored."""
+    from typer.testing import CliRunner
+
+    import eclip.cli as cli
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
+    result = CliRunner().invoke(cli.app, ["explain", str(image), "--segment", "--method", "cliptrase", "--threshold", "0.5",
+                                          "--text", "a red star", "--model", str(model_dir), "-o", str(tmp_path / "out")])
+    from eclip.errors import MethodError
+
+    assert isinstance(result.exception, MethodError) and "give a background text instead of a threshold" in str(result.exception)
+    assert not (tmp_path / "out" / "img.npy").exists()

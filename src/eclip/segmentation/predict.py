@@ -64,6 +64,9 @@ class Segmenter:
 
         if protocol.cluster_vote and not isinstance(method, CLIPtrase):
             raise MethodError(f"the cluster vote of this protocol needs the cliptrase method, not {method.name!r}")
+        if protocol.cluster_vote and protocol.prob_threshold > 0:
+            raise MethodError("cliptrase labels each pixel by its cluster's best raw cosine, with no probability a threshold "
+                              "could cut; give a background text instead of a threshold")
         if protocol.prob_threshold > 0 and not vocabulary.background:
             raise MethodError("a probability threshold sends pixels to the background, but the vocabulary has no background class")
         self.model = with_pos_interpolation(model, protocol.pos_interpolation)
