@@ -65,6 +65,23 @@ def test_a_map_from_the_page_equals_the_npy_of_eclip_explain(models, arch, metho
     assert served.panels[1].probability == pytest.approx(scores[1]["probability"], abs=1e-6)
 
 
+def test_serve_precision_makes_the_maps_of_explain_precision(models, tmp_path):
+    """`eclip serve --precision bf16` makes its maps as `eclip explain --precision bf16` does: the same file, and not fp32's."""
+    _, paths = models
+    image = sample_images()[1]
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli.app, ["explain", str(image), "--text", "a star", "--text", "circle", "--model", paths["vit"],
+                                          "--precision", "bf16", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cache = ModelCache([(paths["vit"], None)], precision="bf16")
+    item = read_upload(image.read_bytes(), tmp_path, LIMITS)
+    served = np.load(explain_request(cache, item, ["a star", "circle"], None, [paths["vit"]], ["itsm"], tmp_path).npy(paths["vit"], "itsm"))
+    assert np.array_equal(served, np.load(out / f"{image.stem}.npy"))
+    (tmp_path / "fp32").mkdir()
+    fp32 = explain_request(models[0], item, ["a star", "circle"], None, [paths["vit"]], ["itsm"], tmp_path / "fp32")
+    assert not np.array_equal(served, np.load(fp32.npy(paths["vit"], "itsm")))
+
+
 def test_models_load_once_and_texts_are_encoded_once_per_model(models, tmp_path, monkeypatch):
     import eclip.models.loading as loading
 

@@ -63,6 +63,7 @@ def serve_command(
                                                          "0.0.0.0 exposes the demo to the network (no login)."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
     device: str = options.device(),
+    precision: str = options.precision("fp32", options.MAPS_PRECISION_HELP),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest upload accepted, in MB."),
     max_pixels: int = typer.Option(16_777_216, "--max-pixels", min=1, help="Largest image accepted, in pixels (decompression bombs)."),
     max_texts: int = typer.Option(16, "--max-texts", min=1, help="Most texts per request."),
@@ -83,7 +84,7 @@ def serve_command(
     Everything the server writes lives in one temporary folder under the disk quotas and is removed when it
     stops (Ctrl+C or `kill`).
     """
-    from eclip.device import resolve_device
+    from eclip.cli.checks import up_front
 
     if upload_quota_mb < max_upload_mb:
         from eclip.errors import OptionError
@@ -91,14 +92,14 @@ def serve_command(
         raise OptionError(f"--upload-quota-mb {upload_quota_mb:g} is less than --max-upload-mb {max_upload_mb:g}; "
                           "give uploads room for at least one")
     check_port(host, port)
-    resolve_device(device)
+    up_front(precision=precision, device=device)
     specs = model_specs(list(model or []), list(pretrained or []))
     logging.getLogger("eclip").setLevel(logging.INFO)
 
     from eclip.serve import ModelCache, Quotas, ServeLimits
     from eclip.serve.page import serve
 
-    models = ModelCache(specs, device=device)
+    models = ModelCache(specs, device=device, precision=precision)
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_texts=max_texts, max_maps=max_maps,
                          map_side=map_size)
     quotas = Quotas(requests_bytes=int(disk_quota_mb * 2**20), gradio_bytes=int(upload_quota_mb * 2**20))

@@ -20,13 +20,16 @@ class ModelCache:
     their labels (name, or name:pretrained). `using` holds a per-model lock while a job runs, so
     methods that hook into a model never overlap on it; different models run in parallel. Each
     model keeps at most `text_cache` text embeddings (`DenseCLIP.text_cache_size`, least recently
-    used dropped first), so a server that sees endless new texts keeps a bounded cache.
+    used dropped first), so a server that sees endless new texts keeps a bounded cache. Every job
+    makes its maps in `precision` (`eclip serve --precision`).
     """
 
-    def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu", text_cache: int = 4096) -> None:
+    def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu", text_cache: int = 4096,
+                 precision: str = "fp32") -> None:
         from eclip.models.loading import bundled_models, eclip_pairs
 
         self.device = device
+        self.precision = precision  # the maps' autocast (`eclip.precision`); methods that need float32 keep it
         self.text_cache = text_cache
         self.specs: dict[str, tuple[str, str | None]] = {}
         for name, pretrained in extra:

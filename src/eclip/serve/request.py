@@ -178,7 +178,8 @@ def explain_request(
             for name in method_names:
                 if progress is not None:
                     progress(len(done) / steps, f"{label} · {name}")
-                explained = next(explain_images(model, get_method(name), [(item.path, item.image)], features, texts))
+                explained = next(explain_images(model, get_method(name), [(item.path, item.image)], features, texts,
+                                                 precision=models.precision))
                 base = stem(item.name, label, name)
                 save_maps(folder / f"{base}.npy", explained, fit_within(explained.size, limits.map_side))
                 raw = explained.raw.numpy().astype(np.float32)

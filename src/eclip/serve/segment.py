@@ -169,6 +169,7 @@ def segment_request(
     """
     from eclip.explain import fit_within
     from eclip.metrics.segmentation import IGNORE_INDEX
+    from eclip.precision import autocast, method_precision
     from eclip.segmentation import Segmenter, Vocabulary
     from eclip.segmentation.figure import colorize, segmentation_figure
     from eclip.segmentation.protocol import protocol_for_texts
@@ -187,7 +188,8 @@ def segment_request(
     with models.using(model_label) as model:
         method = check_segment_method(model, model_label, method_name, threshold)
         protocol = protocol_for_texts(method.name, template or "{}", threshold or 0.0, min(model.image_size))
-        labels = Segmenter(model, method, vocabulary, protocol)(image).labels.numpy().astype(np.uint8)
+        with autocast(method_precision(method.label, models.precision), model.device):
+            labels = Segmenter(model, method, vocabulary, protocol)(image).labels.numpy().astype(np.uint8)
         title = f"{model.name} · {method.label}"
     result = SegmentResult(item.name, folder, model_label, method_name, list(vocabulary.classnames),
                            (np.bincount(labels.ravel(), minlength=vocabulary.num_classes) / labels.size).tolist(), size, threshold, 0.0)
