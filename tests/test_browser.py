@@ -231,18 +231,22 @@ def test_bad_requests_are_one_line_in_the_page_and_a_resnet_greys_out_the_vit_me
 
 
 def test_vanilla_vs_eclip_on_a_sample_shows_both_maps_under_headers_with_msc(page):
+    from eclip.models.loading import bundled_fine_tunes
+
+    models = 1 + len(bundled_fine_tunes()["synth-vit"])  # the vanilla model, its ECLIP fine-tune, the other fine-tunes
     classes = pick_sample(page)
     page.locator("#compare input").check()
     page.locator("#explain").click()
-    captions = rendered_maps(page, 2 * len(classes))
+    captions = rendered_maps(page, models * len(classes))
     heads = column_heads(page)
-    assert heads[0].startswith("vanilla · ") and heads[1].startswith("ECLIP · ")
+    assert len(heads) == models and heads[0].startswith("vanilla · ") and heads[1].startswith("ECLIP · ")
+    assert all(h.startswith("variant · ") for h in heads[2:]), heads
     assert all(re.fullmatch(r".* itsm mSC % [+-]\d+\.\d", h) for h in heads), heads
-    assert captions == [c for c in classes for _ in range(2)]
+    assert captions == [c for c in classes for _ in range(models)]
     rows = table_rows(page)
-    assert len(rows) == 2 * len(classes) and all(re.fullmatch(r"-?\d+(\.\d)?", row[5]) for row in rows)  # SC % per map
+    assert len(rows) == models * len(classes) and all(re.fullmatch(r"-?\d+(\.\d)?", row[5]) for row in rows)  # SC % per map
     for i, head in enumerate(heads):  # the header's mSC % is the mean of its column's SC % (rows: vanilla, ECLIP, ...)
-        column = [float(row[5]) for row in rows[i::2]]
+        column = [float(row[5]) for row in rows[i::models]]
         assert abs(float(head.rsplit(" ", 1)[1]) - sum(column) / len(column)) < 0.1
     assert status(page)[0] == "eclip-ok"
 

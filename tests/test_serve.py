@@ -121,7 +121,9 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
 def test_vanilla_vs_eclip_lays_the_two_models_side_by_side(tmp_path):
     cache = ModelCache()
     vanilla, tuned = next(iter(cache.pairs.items()))
-    assert cache.comparison(tuned) == cache.comparison(vanilla) == [vanilla, tuned]
+    everyone = cache.comparison(vanilla)
+    assert everyone[:2] == [vanilla, tuned] and all(cache.comparison(t) == everyone for t in everyone)
+    assert everyone[1:] == cache.tunes[vanilla]  # the ECLIP fine-tune first, then the other fine-tunes of the same model
     item = BundledSamples().get("000000")
     result = explain_request(cache, item, ["circle", "star"], None, [vanilla, tuned], ["itsm", "free_attention"], tmp_path)
     assert result.columns == [(vanilla, "itsm"), (tuned, "itsm"), (vanilla, "free_attention"), (tuned, "free_attention")]
@@ -148,7 +150,7 @@ def test_pairs_are_read_from_the_model_configs(tmp_path, monkeypatch):
         folder(name, head, start)
     monkeypatch.setattr(loading, "BUNDLED", dict.fromkeys(specs, ""))
     monkeypatch.setattr(loading, "bundled_dir", lambda name: tmp_path / name)
-    assert loading.bundled_fine_tunes() == {"base": ["renamed", "base-max"], "other": ["other-avg"]}
+    assert loading.bundled_fine_tunes() == {"base": ["renamed", "base-max", "base-retrained"], "other": ["other-avg"]}
     assert loading.eclip_pairs() == {"base": "renamed", "other": "other-avg"}
 
 
@@ -159,7 +161,7 @@ def test_the_bundled_pairs_are_fine_tunes_of_their_vanilla_model():
     assert pairs, "the bundled models should hold at least one vanilla / ECLIP pair"
     for vanilla, tuned in pairs.items():
         config = json.loads((bundled_dir(tuned) / "config.json").read_text())
-        assert config["training"]["start"]["model"] == vanilla and config["pooling"]["head"] != "attention"
+        assert config["training"]["start"]["model"] == vanilla and config["pooling"]["head"] == "masked_max"
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [
@@ -227,7 +229,7 @@ def test_unknown_models_samples_and_unpaired_comparisons_are_refused(models):
         cache.get("../../etc/passwd")
     with pytest.raises(ImageLoadError, match="no bundled sample"):
         BundledSamples().get("../meta")
-    with pytest.raises(MethodError, match="no bundled ECLIP fine-tune"):
+    with pytest.raises(MethodError, match="has no bundled fine-tune to compare with"):
         cache.comparison(paths["vit"])
 
 

@@ -41,6 +41,8 @@ BUNDLED = {
     "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives, "
                        "object captions; RECIPE.md)",
     "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the best head that is not masked max; RECIPE.md)",
+    "synth-vit-dense": "synth-vit fine-tuned with its own head and a dense term on ECLIP's free-attention mask, distilled "
+                       "towards synth-vit (ours, not the paper's head; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
                       "shape captions; RECIPE.md)",
@@ -60,10 +62,11 @@ def bundled_models() -> dict[str, str]:
 def bundled_fine_tunes() -> dict[str, list[str]]:
     """Bundled model -> the bundled models fine-tuned from it, read from the fine-tunes' own config.json.
 
-    A bundled model is a fine-tune of the bundled model its training started from
-    (`training.start.model`) when its pooling head is not the original `attention` head.
-    ECLIP's own head (`masked_max`) comes first, then the others by name. Names are not parsed: a
-    fine-tune renamed or retrained keeps its pairing through its config.
+    A bundled model is a fine-tune of the other bundled model its training started from
+    (`training.start.model`), whatever its head (a model trained on from itself, as `synth-vit`'s
+    later stages, is no fine-tune). ECLIP's own head (`masked_max`) comes first, then the others
+    by name. Names are not parsed: a fine-tune renamed or retrained keeps its pairing through its
+    config.
     """
     present = bundled_models()
     found: dict[str, list[tuple[bool, str]]] = {}
@@ -74,7 +77,7 @@ def bundled_fine_tunes() -> dict[str, list[str]]:
             continue
         head = (config.get("pooling") or {}).get("head", "attention")
         start = (((config.get("training") or {}).get("start")) or {}).get("model")
-        if start in present and start != name and head != "attention":
+        if start in present and start != name:
             found.setdefault(start, []).append((head != "masked_max", name))
     return {base: [name for _, name in sorted(tunes)] for base, tunes in found.items()}
 

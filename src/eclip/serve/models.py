@@ -26,7 +26,7 @@ class ModelCache:
 
     def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu", text_cache: int = 4096,
                  precision: str = "fp32") -> None:
-        from eclip.models.loading import bundled_models, eclip_pairs
+        from eclip.models.loading import bundled_fine_tunes, bundled_models, eclip_pairs
 
         self.device = device
         self.precision = precision  # the maps' autocast (`eclip.precision`); methods that need float32 keep it
@@ -38,6 +38,7 @@ class ModelCache:
         for name in bundled_models():
             self.specs.setdefault(name, (name, None))
         self.pairs = eclip_pairs()
+        self.tunes = bundled_fine_tunes()
         self._models: dict[str, DenseCLIP] = {}
         self._locks: dict[str, threading.Lock] = {label: threading.Lock() for label in self.specs}
         self._loading = threading.Lock()
@@ -75,10 +76,10 @@ class ModelCache:
             yield model
 
     def comparison(self, label: str) -> list[str]:
-        """[vanilla, ECLIP fine-tune] for a model that is either; `MethodError` if it has no pair."""
-        for vanilla, tuned in self.pairs.items():
-            if label in (vanilla, tuned) and vanilla in self.specs and tuned in self.specs:
-                return [vanilla, tuned]
-        offered = ", ".join(f"{v} / {t}" for v, t in self.pairs.items()) or "none in this installation"
-        raise MethodError(f"'{label}' has no bundled ECLIP fine-tune to compare with; pick a paired model ({offered}) "
+        """[vanilla, its fine-tunes] for a model that is either (the ECLIP one first); `MethodError` if it has none."""
+        for vanilla, tuned in self.tunes.items():
+            if label == vanilla or label in tuned:
+                return [vanilla] + [t for t in tuned if t in self.specs]
+        offered = ", ".join(f"{v} / {' / '.join(t)}" for v, t in self.tunes.items()) or "none in this installation"
+        raise MethodError(f"'{label}' has no bundled fine-tune to compare with; pick a paired model ({offered}) "
                           "or untick the comparison")

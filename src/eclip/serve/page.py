@@ -64,8 +64,9 @@ HEADER = """<div id="eclip-head"><b>eclip</b> · where does CLIP look?
 
 ABOUT = """Each map is min-max normalised to [0, 1] (the colour bar: bright is where the image matches the text
 best). In the table, *cos* is the image-text cosine and *p* the softmax over your texts. **Vanilla vs
-ECLIP** explains the same texts with a bundled model and its ECLIP fine-tune (masked max pooling; Li, Wang,
-Duan, Li 2022, arXiv 2209.07046) side by side. On a bundled sample each map whose text names a shape gets
+ECLIP** explains the same texts with a bundled model and its fine-tunes side by side: its ECLIP fine-tune
+(masked max pooling; Li, Wang, Duan, Li 2022, arXiv 2209.07046) first, then the project's own variants
+(e.g. -dense: the model's own head with a dense term on ECLIP's mask). On a bundled sample each map whose text names a shape gets
 its **SC %** in the table: the mean of the map inside the shape's mask minus outside, in percent; below zero
 the map prefers the background, the semantic shift ECLIP fixes. A column's header gives their mean, the
 **mSC %** of `eclip evaluate`. The downloads hold each map at the image's size (`.npy`, K x H x W in
@@ -171,7 +172,7 @@ def colour_bar() -> str:
 
 def maps_html(result: ServeResult, bar: str, compare: bool) -> str:
     """The map grid: one column per (model, method) under its header, one row per text, tiles of one size."""
-    roles = dict(zip(result.models, ("vanilla", "ECLIP"))) if compare else {}
+    roles = dict(zip(result.models, ("vanilla", "ECLIP", *["variant"] * (len(result.models) - 2)))) if compare else {}
     heads = []
     for model, method in result.columns:
         msc = result.msc_percent(model, method)
@@ -386,7 +387,7 @@ def build_app(models: ModelCache, limits: ServeLimits, workspace: Workspace, def
                         template = gr.Dropdown(list(TEMPLATE_CHOICES), value="verbatim", allow_custom_value=True, elem_id="template",
                                                label="Prompt: verbatim, a template with {}, or an ensemble")
                         model = gr.Dropdown(models.labels, value=default_model, label="Model", elem_id="model")
-                        compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its ECLIP fine-tune", elem_id="compare")
+                        compare = gr.Checkbox(False, label="Vanilla vs ECLIP: the model next to its fine-tunes", elem_id="compare")
                         button = gr.Button("Explain", variant="primary", elem_id="explain")
                         status = gr.HTML("", elem_id="status", elem_classes=["eclip-status"], js_on_load=None)
                     with gr.Column(scale=4, min_width=340, elem_id="methods"):
