@@ -17,7 +17,8 @@ options: +normalized (max over L2-normalised features), +current (masks from the
 trained), +lastN (train only the last N image blocks + projection), +visual (image tower only),
 +bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
 the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words; --shapes-data), +lrX
-(learning rate X), +stepsN (N steps); the dense term: +dense (margin form) or +densesoft (softmax form), +dwX (its weight),
+(learning rate X), +stepsN (N steps); the dense term: +dense (margin form), +densesoft (softmax form) or +densepeak
+(margin on the mean and on the peak), +dwX (its weight),
 +marginX (its margin), with any head (`attention/similarity/0.6+dense`: the model's own head, the term's mask from the
 similarity source); zero-shot keepers: +visual (text tower frozen), +distillX, +l2spX (their weights). All options are ours.
 
@@ -79,8 +80,8 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
             changes["loss__background_negatives"] = "max" if option == "bgneg" else "avg"
         elif option in ("objects", "shapes"):
             captions = option
-        elif option in ("dense", "densesoft"):
-            changes["loss__dense"] = "margin" if option == "dense" else "softmax"
+        elif option in ("dense", "densesoft", "densepeak"):
+            changes["loss__dense"] = {"dense": "margin", "densesoft": "softmax", "densepeak": "peak"}[option]
         elif option.startswith("dw"):
             changes["loss__dense_weight"] = float(option[2:])
         elif option.startswith("margin"):

@@ -10,14 +10,11 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import tiny_model
-from helpers.browser import chromium, eclip_server, missing
-from PIL import Image
+from helpers.browser import chromium, eclip_server, missing, screenshot
 from typer.testing import CliRunner
 
 import eclip.cli as cli
@@ -134,13 +131,7 @@ def test_at_1280x900_the_controls_and_explain_are_above_the_fold_with_sample_thu
     assert thumbs.count() == len(BundledSamples().ids)
     for img in thumbs.all():
         page.wait_for_function(LOADED, arg=img.element_handle(), timeout=30_000)
-    shot = tmp_path / "serve-1280x900.png"
-    page.screenshot(path=str(shot))
-    keep = os.environ.get("ECLIP_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    image = screenshot(page, tmp_path, "serve-1280x900.png")
     assert image.shape == (900, 1280, 3)
     for selector in ("#samples", "#upload", "#texts", "#template", "#model", "#compare", "#explain", "#methods"):
         box = page.locator(selector).bounding_box()
@@ -311,13 +302,7 @@ def test_the_segment_tab_segments_a_sample_above_the_fold_at_1280x900(browser, s
     links = [a.get_attribute("href") for a in page.locator("#seg-downloads a").all()]
     labels = np.load(io.BytesIO(page.request.get(next(link for link in links if link.endswith(".npy"))).body()))
     assert labels.shape == (160, 160) and int(labels.max()) <= len(classes)
-    shot = tmp_path / "serve-segment-1280x900.png"
-    page.screenshot(path=str(shot))
-    keep = os.environ.get("ECLIP_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    image = screenshot(page, tmp_path, "serve-segment-1280x900.png")
     assert image.shape == (900, 1280, 3)
     for selector in ("#seg-samples", "#seg-upload", "#seg-texts", "#seg-model", "#seg-method", "#seg-background", "#segment",
                      "#segmentation img.eclip-labels", "#shares", "#seg-downloads"):

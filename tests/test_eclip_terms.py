@@ -42,7 +42,20 @@ def test_the_softmax_form_is_minus_the_log_share_on_the_foreground():
     assert dense_contrast_loss(flat, mask, text, "softmax", scale=10.0).item() == pytest.approx(-math.log(2 / 6), abs=1e-6)
 
 
-@pytest.mark.parametrize("form", ["margin", "softmax"])
+def test_the_peak_form_adds_the_gap_between_the_best_foreground_and_background_locations():
+    text = torch.tensor([[1.0, 0.0]])
+    # cosines 1, 0 (foreground) and 0, -1 (background): means 0.5 / -0.5, best 1 / 0
+    dense = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]], [[0.0, 2.0], [-3.0, 0.0]]]])
+    mask = _grid([[1, 1], [0, 0]])
+    assert dense_contrast_loss(dense, mask, text, "peak", margin=1.5).item() == pytest.approx(0.5 + 0.5, abs=1e-6)
+    assert dense_contrast_loss(dense, mask, text, "peak", margin=1.0).item() == pytest.approx(0.0 + 0.0, abs=1e-6)
+    # a background location as high as the best foreground one: the means are apart, the peaks are not
+    tie = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [-1.0, 0.0]]]])  # fg 1, 0; bg 1, -1
+    assert dense_contrast_loss(tie, mask, text, "margin", margin=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    assert dense_contrast_loss(tie, mask, text, "peak", margin=0.5).item() == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("form", ["margin", "softmax", "peak"])
 def test_a_gradient_step_on_the_dense_term_raises_the_foreground_over_the_background(form):
     g = torch.Generator().manual_seed(0)
     dense = torch.randn(3, 4, 4, 8, generator=g, requires_grad=True)

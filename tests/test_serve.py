@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import tiny_model
+from helpers import tiny_serve_cache
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -32,10 +32,7 @@ LIMITS = ServeLimits()
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A cache offering two tiny model folders (ViT, ResNet) besides the bundled models."""
-    folder = tmp_path_factory.mktemp("models")
-    paths = {arch: str(tiny_model(folder, arch)) for arch in ("vit", "resnet")}
-    return ModelCache([(paths["vit"], None), (paths["resnet"], None)]), paths
+    return tiny_serve_cache(tmp_path_factory.mktemp("models"))
 
 
 def png_bytes(array: np.ndarray) -> bytes:

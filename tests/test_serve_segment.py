@@ -10,14 +10,14 @@ import io
 
 import numpy as np
 import pytest
-from helpers import tiny_model
+from helpers import tiny_serve_cache
 from PIL import Image
 from typer.testing import CliRunner
 
 import eclip.cli as cli
 from eclip.data.bundled import sample_images
 from eclip.errors import EclipError, MethodError, OptionError, TextInputError
-from eclip.serve import BundledSamples, ModelCache, ServeLimits, Workspace
+from eclip.serve import BundledSamples, ServeLimits, Workspace
 from eclip.serve.inputs import read_upload
 from eclip.serve.segment import parse_background, segment_bytes, segment_inputs, segment_methods, segment_request
 from eclip.serve.workspace import Quotas, tree_size
@@ -27,10 +27,7 @@ LIMITS = ServeLimits()
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A cache offering two tiny model folders (ViT, ResNet) besides the bundled models."""
-    folder = tmp_path_factory.mktemp("models")
-    paths = {arch: str(tiny_model(folder, arch)) for arch in ("vit", "resnet")}
-    return ModelCache([(paths["vit"], None), (paths["resnet"], None)]), paths
+    return tiny_serve_cache(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture

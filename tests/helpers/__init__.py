@@ -83,3 +83,11 @@ def run_evaluate(*args: str) -> object:
     result = CliRunner().invoke(cli.app, ["evaluate", *args, "--no-progress"])
     assert result.exit_code == 0, (result.output, result.exception)
     return result
+
+
+def tiny_serve_cache(folder: Path):
+    """A server's model cache offering two tiny model folders (ViT, ResNet) besides the bundled models, and their paths."""
+    from eclip.serve import ModelCache
+
+    paths = {arch: str(tiny_model(folder, arch)) for arch in ("vit", "resnet")}
+    return ModelCache([(paths["vit"], None), (paths["resnet"], None)]), paths

@@ -119,3 +119,18 @@ def eclip_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None 
     """`eclip serve ARGS` on a free local port, in its own process (`env` added to ours); yields its URL and stops it after."""
     with eclip_process(*args, timeout=timeout, env=env) as served:
         yield served.url
+
+
+def screenshot(page, folder: Path, name: str):
+    """The page as a user sees it, as an (H, W, 3) int array; the PNG stays in `folder` and is copied to
+    $ECLIP_SCREENSHOTS when that is set (to look at the page after a run)."""
+    import numpy as np
+    from PIL import Image
+
+    shot = folder / name
+    page.screenshot(path=str(shot))
+    keep = os.environ.get("ECLIP_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    return np.asarray(Image.open(shot).convert("RGB")).astype(int)
