@@ -80,7 +80,8 @@ def train_command(
                                                   "max, avg (ours; see README, ECLIP variants)."),
     dense: str = typer.Option(None, "--dense",
                               help="Dense term (ours): each caption's foreground tokens (the free-attention mask) must score above its "
-                                   "background tokens against the full caption embedding: none (default), margin, softmax, peak. Any head."),
+                                   "background tokens against the full caption embedding: none (default), margin, softmax, peak. "
+                                   "Any head."),
     dense_weight: float = typer.Option(None, "--dense-weight", min=0.0, help="Weight of the dense term (1.0)."),
     dense_margin: float = typer.Option(None, "--dense-margin", min=0.0, max=2.0,
                                        help="margin form: the foreground's mean cosine above the background's by this much (0.3)."),

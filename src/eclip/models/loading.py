@@ -41,8 +41,8 @@ BUNDLED = {
     "synth-vit-eclip": "ECLIP: synth-vit fine-tuned with masked max pooling (similarity mask, background negatives, "
                        "object captions; RECIPE.md)",
     "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the best head that is not masked max; RECIPE.md)",
-    "synth-vit-dense": "synth-vit fine-tuned with its own head and a dense term on ECLIP's free-attention mask, distilled "
-                       "towards synth-vit (ours, not the paper's head; RECIPE.md)",
+    "synth-vit-dense": "synth-vit fine-tuned with its own head and a dense term (peak form) on ECLIP's free-attention mask, "
+                       "distilled towards synth-vit (ours, not the paper's head; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
                       "shape captions; RECIPE.md)",
