@@ -1,4 +1,4 @@
-"""Redraw docs/serve.png, the README's picture of `eclip serve`: a bundled sample, vanilla vs ECLIP, two methods.
+"""Redraw docs/serve.png, the README's picture of `eclip serve`: a bundled sample, synth-vit next to its fine-tunes, ITSM.
 
 The page at 1280 px wide, as a browser window of 1280 x 900 shows it after Explain, from the top
 down to the end of the map grid.
@@ -27,7 +27,6 @@ def main(out: Path = ROOT / "docs" / "serve.png", sample: int = 3) -> None:
         page.goto(url)
         page.locator("#samples .thumbnail-item").nth(sample).click()
         page.wait_for_function("() => document.querySelector('#texts textarea').value.length > 0")
-        page.locator('.eclip-family input[name="free_attention"]').check()
         page.locator("#compare input").check()
         page.locator("#explain").click()
         page.wait_for_function("() => [...document.querySelectorAll('#maps img')].length > 0 && "
