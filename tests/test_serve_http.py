@@ -77,9 +77,13 @@ def test_a_method_named_50_times_is_refused_and_named_twice_runs_once(client):
 
 
 def test_too_many_texts_times_methods_times_models_is_refused(client):
+    from eclip.models.loading import bundled_fine_tunes
+
+    models = 1 + len(bundled_fine_tunes()["synth-vit"])  # the comparison: synth-vit and each of its fine-tunes
     texts = "\n".join(f"text {i}" for i in range(5))
     status, table = explain(client, texts=texts, dense=["itsm", "maskclip"], compare=True)
-    assert "eclip-error" in status and f"is 20 maps, more than this server's limit of {MAX_MAPS} per request" in status
+    maps = 5 * 2 * models
+    assert "eclip-error" in status and f"is {maps} maps, more than this server's limit of {MAX_MAPS} per request" in status
     assert not table["data"]
 
 
