@@ -46,6 +46,8 @@ BUNDLED = {
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
                       "shape captions; RECIPE.md)",
+    "synth-rn-eclip-dense": "ECLIP plus ours: synth-rn-eclip's recipe with a dense term (peak form) on the same mask and "
+                            "distillation towards synth-rn (RECIPE.md)",
 }
 
 
