@@ -131,25 +131,32 @@ def clip_loss(
     """
     logits = logit_scale * image_features @ text_features.T
     targets = _soft_targets(text_features)
+    return _both_directions(logits, targets, logits.T, targets.T, text_features, logit_scale, image_negatives, negatives_valid)
+
+
+def _soft_targets(text_features: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    """(n, N) row-stochastic targets of the captions `rows`: uniform over the captions identical to each (its own included)."""
+    with torch.no_grad():
+        own = torch.arange(len(text_features), device=text_features.device)[rows]
+        same = (text_features[rows] @ text_features.T) > 1 - 1e-6
+        same[torch.arange(len(own), device=own.device), own] = True
+        return same.float() / same.sum(dim=1, keepdim=True)
+
+
+def _both_directions(logits: torch.Tensor, targets: torch.Tensor, logits_t: torch.Tensor, targets_t: torch.Tensor,
+                     text_rows: torch.Tensor, logit_scale: torch.Tensor, image_negatives: torch.Tensor | None,
+                     negatives_valid: torch.Tensor | None) -> torch.Tensor:
+    """The symmetric InfoNCE of `clip_loss` from its image-to-text and text-to-image logits (rows: the scored pairs),
+    the background negatives joining the text-to-image softmax of the captions `text_rows`."""
     loss_i = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
-    logits_t = logits.T
-    targets_t = targets.T
     if image_negatives is not None:
-        extra = logit_scale * text_features @ image_negatives.T
+        extra = logit_scale * text_rows @ image_negatives.T
         if negatives_valid is not None:
             extra = extra.masked_fill(~negatives_valid[None, :], -1e4)
         logits_t = torch.cat([logits_t, extra], dim=1)
         targets_t = torch.cat([targets_t, torch.zeros_like(extra)], dim=1)
     loss_t = torch.sum(-targets_t * F.log_softmax(logits_t, dim=1), dim=1).mean()
     return (loss_i + loss_t) / 2
-
-
-def _soft_targets(text_features: torch.Tensor) -> torch.Tensor:
-    """(N, N) row-stochastic targets: uniform over the pairs whose texts are identical."""
-    with torch.no_grad():
-        same = (text_features @ text_features.T) > 1 - 1e-6
-        same |= torch.eye(len(text_features), dtype=torch.bool, device=text_features.device)
-        return same.float() / same.sum(dim=1, keepdim=True)
 
 
 def dense_contrast_loss(dense: torch.Tensor, mask: torch.Tensor, text: torch.Tensor, form: str = "margin", margin: float = 0.3,
@@ -231,21 +238,8 @@ def local_clip_loss(
     of the ranks' local losses is world x the global loss, so the gradient is the global loss's
     exactly; only memory and compute shrink. Arguments as `clip_loss` (all N rows), plus `rows`.
     """
-    n = image_features.shape[0]
-    own = torch.arange(n, device=image_features.device)[rows]
     logits = logit_scale * image_features[rows] @ text_features.T  # (n, N)
-    with torch.no_grad():  # identical captions all count as positives, as in clip_loss
-        same = (text_features[rows] @ text_features.T) > 1 - 1e-6
-        same[torch.arange(len(own)), own] = True
-        targets = same.float() / same.sum(dim=1, keepdim=True)
-    loss_i = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
+    targets = _soft_targets(text_features, rows)  # identical captions all count as positives, as in clip_loss
     logits_t = logit_scale * text_features[rows] @ image_features.T
-    targets_t = targets
-    if image_negatives is not None:
-        extra = logit_scale * text_features[rows] @ image_negatives.T
-        if negatives_valid is not None:
-            extra = extra.masked_fill(~negatives_valid[None, :], -1e4)
-        logits_t = torch.cat([logits_t, extra], dim=1)
-        targets_t = torch.cat([targets_t, torch.zeros_like(extra)], dim=1)
-    loss_t = torch.sum(-targets_t * F.log_softmax(logits_t, dim=1), dim=1).mean()
-    return (loss_i + loss_t) / 2
+    return _both_directions(logits, targets, logits_t, targets, text_features[rows], logit_scale, image_negatives,
+                            negatives_valid)
