@@ -147,9 +147,9 @@ def main() -> None:
     record = run(args)
     print(json.dumps(record, indent=1))
     if args.json:
-        records = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records + [record], indent=1) + "\n")
+        from records import append_record
+
+        append_record(args.json, record)
 
 
 if __name__ == "__main__":

@@ -84,9 +84,9 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(record, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        records = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps(records + [record], indent=1) + "\n")
+        from records import append_record
+
+        append_record(args.json, record)
 
 
 if __name__ == "__main__":
