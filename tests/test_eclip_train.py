@@ -7,8 +7,7 @@ import tarfile
 
 import pytest
 import torch
-from helpers import TINY_VIT_CONFIG, make_adapter, make_open_clip
-from PIL import Image
+from helpers import TINY_VIT_CONFIG, make_adapter, make_open_clip, png_bytes_of
 from test_train import ColourSquares
 from typer.testing import CliRunner
 
@@ -123,19 +122,13 @@ def test_trainable_filter_last_blocks():
         trainable_filter("last:9", vit, "vit")
 
 
-def _png(colour) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (20, 12), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_pair_sources_read_and_skip_bad_files(tmp_path):
     folder = tmp_path / "folder"
     folder.mkdir()
     for i, colour in enumerate(["red", "blue", "green"]):
-        (folder / f"im{i}.png").write_bytes(_png(colour))
+        (folder / f"im{i}.png").write_bytes(png_bytes_of(colour))
         (folder / f"im{i}.txt").write_text(f"a {colour} picture\n")
-    (folder / "nocaption.png").write_bytes(_png("white"))
+    (folder / "nocaption.png").write_bytes(png_bytes_of("white"))
     (folder / "broken.png").write_bytes(b"not a png")
     (folder / "broken.txt").write_text("broken")
     pairs = FolderPairs(folder, image_size=16)
@@ -151,8 +144,8 @@ def test_pair_sources_read_and_skip_bad_files(tmp_path):
     assert isinstance(csv_pairs, CsvPairs) and csv_pairs.captions == ["red, bright"] and len(csv_pairs.skipped) == 2
 
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
-        for key, data in [("a/0001.png", _png("red")), ("a/0001.txt", b"a red one"), ("a/0002.jpg", b"bad jpeg"),
-                          ("a/0002.txt", b"bad"), ("a/0003.txt", b"no image"), ("a/0004.png", _png("blue")),
+        for key, data in [("a/0001.png", png_bytes_of("red")), ("a/0001.txt", b"a red one"), ("a/0002.jpg", b"bad jpeg"),
+                          ("a/0002.txt", b"bad"), ("a/0003.txt", b"no image"), ("a/0004.png", png_bytes_of("blue")),
                           ("a/0004.txt", b"a blue one")]:
             info = tarfile.TarInfo(key)
             info.size = len(data)
@@ -174,7 +167,7 @@ def test_cli_fine_tunes_a_folder_model_on_shards_and_restores_the_head(tmp_path)
     save_model_folder(tmp_path / "start", make_open_clip("vit"), CONFIG, half=True)
     with tarfile.open(tmp_path / "data.tar", "w") as tar:
         for i, colour in enumerate(["red", "blue", "green", "yellow"]):
-            for name, data in [(f"{i}.png", _png(colour)), (f"{i}.txt", f"a {colour} box".encode())]:
+            for name, data in [(f"{i}.png", png_bytes_of(colour)), (f"{i}.txt", f"a {colour} box".encode())]:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))

@@ -1,13 +1,10 @@
 """Training batches through the DataLoader: the same numbers with any number of workers, bad files named once."""
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_VIT_CONFIG
-from PIL import Image
+from helpers import TINY_VIT_CONFIG, png_bytes_of
 
 from eclip.data.loader import IndexedBatches, TrainingFeed
 from eclip.data.pairs import CsvPairs, FolderPairs, SyntheticPairs, open_pairs
@@ -33,12 +30,6 @@ def _synthetic() -> SyntheticPairs:
 
 def _settings(**kw) -> TrainSettings:
     return TrainSettings(**{**dict(steps=4, batch_size=6, lr=2e-3, warmup=1, checkpoint_every=2, seed=0), **kw})
-
-
-def _png(colour: str, size=(20, 12)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_first_loss_is_the_old_loops_and_workers_change_no_number(tmp_path):
@@ -77,12 +68,12 @@ def _folder_with_bad_files(root):
     folder = root / "folder"
     folder.mkdir()
     for i, colour in enumerate(["red", "blue", "green"]):
-        (folder / f"im{i}.png").write_bytes(_png(colour))
+        (folder / f"im{i}.png").write_bytes(png_bytes_of(colour))
         (folder / f"im{i}.txt").write_text(f"a {colour} picture\n")
     (folder / "broken.png").write_bytes(b"not a png")
     (folder / "broken.txt").write_text("never decodes")
-    (folder / "binary.png").write_bytes(_png("white"))
-    (folder / "binary.txt").write_bytes(_png("black"))  # an image saved as .txt is no caption
+    (folder / "binary.png").write_bytes(png_bytes_of("white"))
+    (folder / "binary.txt").write_bytes(png_bytes_of("black"))  # an image saved as .txt is no caption
     return folder
 
 
@@ -107,7 +98,7 @@ def test_file_images_decode_in_workers_and_each_bad_file_is_named_once(tmp_path)
 
 def test_a_spreadsheet_csv_with_bom_and_crlf_reads_its_header_as_a_header(tmp_path):
     for i, colour in enumerate(["red", "blue"]):
-        (tmp_path / f"im{i}.png").write_bytes(_png(colour))
+        (tmp_path / f"im{i}.png").write_bytes(png_bytes_of(colour))
     text = 'image_path,caption\r\nim0.png,"a red, bright\r\nsquare"\r\nim1.png,a blue square\r\nim1.png,\r\n'
     (tmp_path / "pairs.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     pairs = open_pairs(str(tmp_path / "pairs.csv"), 16)

@@ -6,8 +6,7 @@ import tarfile
 
 import pytest
 import torch
-from helpers import TINY_VIT_CONFIG
-from PIL import Image
+from helpers import TINY_VIT_CONFIG, png_bytes_of
 
 from eclip.data.loader import TrainingFeed
 from eclip.data.pairs import open_pairs
@@ -20,9 +19,7 @@ TOK, _ = simple_tokenizer(16)
 
 
 def _png(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (10, 8), (value, 255 - value, 7)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes_of((value, 255 - value, 7), (10, 8))
 
 
 def _tar(path, members: list[tuple[str, bytes]]) -> None:

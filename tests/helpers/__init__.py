@@ -91,3 +91,14 @@ def tiny_serve_cache(folder: Path):
 
     paths = {arch: str(tiny_model(folder, arch)) for arch in ("vit", "resnet")}
     return ModelCache([(paths["vit"], None), (paths["resnet"], None)]), paths
+
+
+def png_bytes_of(colour, size: tuple[int, int] = (20, 12)) -> bytes:
+    """A PNG file's bytes: one `colour` (a name or an RGB tuple) over `size` (W, H), for folders of image files."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
