@@ -117,7 +117,9 @@ def test_a_bundled_sample_gives_each_map_its_score_contrast(models, tmp_path):
 
 def test_vanilla_vs_eclip_lays_the_two_models_side_by_side(tmp_path):
     cache = ModelCache()
-    vanilla, tuned = next(iter(cache.pairs.items()))
+    from eclip.models.loading import eclip_pairs
+
+    vanilla, tuned = next(iter(eclip_pairs().items()))  # a vanilla model and its ECLIP (masked max) fine-tune
     everyone = cache.comparison(vanilla)
     assert everyone[:2] == [vanilla, tuned] and all(cache.comparison(t) == everyone for t in everyone)
     assert everyone[1:] == cache.tunes[vanilla]  # the ECLIP fine-tune first, then the other fine-tunes of the same model

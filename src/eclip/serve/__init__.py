@@ -15,8 +15,8 @@ these functions, so everything it shows is computed, limited and tested here:
   memory: the session keeps the folder's id. The folders, and Gradio's uploads, live under one
   temporary root with quotas, oldest removed first, and the root is removed when the server stops
   (`Workspace`); request bodies are capped before they are read (`BodyLimit`);
-- the "vanilla vs ECLIP" view pairs a bundled model with its fine-tune through
-  `eclip.models.loading.eclip_pairs`, which reads the model folders' configs;
+- the "vanilla vs ECLIP" view puts a bundled model beside its fine-tunes, the ECLIP one first,
+  through `eclip.models.loading.bundled_fine_tunes`, which reads the model folders' configs;
 - with a bundled sample (exact masks) each map gets its score contrast, mean of the map inside
   the named class's mask minus outside (ECLIP, Li, Wang, Duan, Li 2022, arXiv 2209.07046,
   `eclip.metrics.ScoreContrast.per_pair`, as `eclip demo`, `eclip shift` and `eclip evaluate`

@@ -26,7 +26,7 @@ class ModelCache:
 
     def __init__(self, extra: Sequence[tuple[str, str | None]] = (), device: str = "cpu", text_cache: int = 4096,
                  precision: str = "fp32") -> None:
-        from eclip.models.loading import bundled_fine_tunes, bundled_models, eclip_pairs
+        from eclip.models.loading import bundled_fine_tunes, bundled_models
 
         self.device = device
         self.precision = precision  # the maps' autocast (`eclip.precision`); methods that need float32 keep it
@@ -37,7 +37,6 @@ class ModelCache:
         self.extra = list(self.specs)  # the start-up models, first in the picker
         for name in bundled_models():
             self.specs.setdefault(name, (name, None))
-        self.pairs = eclip_pairs()
         self.tunes = bundled_fine_tunes()
         self._models: dict[str, DenseCLIP] = {}
         self._locks: dict[str, threading.Lock] = {label: threading.Lock() for label in self.specs}
