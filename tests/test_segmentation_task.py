@@ -19,6 +19,7 @@ import eclip.cli as cli
 from eclip.data.synthetic import SceneConfig, SyntheticEval, write_dataset
 from eclip.evaluation import EvalConfig, evaluate
 from eclip.evaluation.segment import SegmentingSource, make_segmenter
+from eclip.methods.base import get_method
 from eclip.models.loading import load_model
 from eclip.segmentation.score import score_dataset
 
@@ -83,7 +84,8 @@ def test_model_records_equal_score_dataset_of_the_same_segmenter(synth, vit):
     model = load_model(str(vit))
     dataset = SyntheticEval(synth)
     for record in records:
-        metric = score_dataset(make_segmenter(model, record["method"], "synthetic", dataset.classnames), dataset).compute()
+        segmenter = make_segmenter(model, get_method(record["method"]), "synthetic", dataset.classnames)
+        metric = score_dataset(segmenter, dataset).compute()
         assert record["miou"] == metric["miou"] and record["pixel_accuracy"] == metric["pixel_accuracy"], record["method"]
         assert record["n_images"] == 6 and record["templates"] == "single" and "SCLIP" in record["protocol"]
         assert "fg_iou" not in record and "threshold_step" not in record

@@ -27,6 +27,7 @@ from eclip.evaluation.config import EvalConfig
 from eclip.evaluation.maps_folder import MapsFolder
 from eclip.evaluation.sources import Source
 from eclip.evaluation.suite import Counts, Suite
+from eclip.methods.base import Method
 from eclip.metrics.segmentation import ConfusionMatrix
 from eclip.models.adapter import DenseCLIP
 from eclip.precision import autocast, method_precision
@@ -99,14 +100,13 @@ def method_protocol(method: str, dataset: str, templates: str | Sequence[str] | 
     return dataclasses.replace(protocol, templates=templates) if templates else protocol
 
 
-def make_segmenter(model: DenseCLIP, method: str, dataset: str, classnames: Sequence[str],
+def make_segmenter(model: DenseCLIP, method: Method, dataset: str, classnames: Sequence[str],
                    templates: str | Sequence[str] | None = None):
-    """`method` (a label) run on `model` as a `Segmenter` of `dataset`'s classes under its protocol (`method_protocol`)."""
-    from eclip.methods.base import get_method
+    """`method` run on `model` as a `Segmenter` of `dataset`'s classes under its protocol (`method_protocol`)."""
     from eclip.segmentation import Segmenter, dataset_vocabulary
 
-    protocol = method_protocol(method, dataset, templates)
-    return Segmenter(model, get_method(method), dataset_vocabulary(protocol, dataset, classnames), protocol)
+    protocol = method_protocol(method.label, dataset, templates)
+    return Segmenter(model, method, dataset_vocabulary(protocol, dataset, classnames), protocol)
 
 
 class SegmentingSource(Source):
@@ -129,11 +129,12 @@ class SegmentingSource(Source):
         if self.model is None:
             self.model = load_model(self.name, self.config.pretrained, device=self.config.device)
         for label in self.methods:
-            reason = get_method(label).unsupported(self.model)
+            method = get_method(label)
+            reason = method.unsupported(self.model)
             if reason:
                 self.reasons[label] = reason
             else:
-                self.segmenters[label] = make_segmenter(self.model, label, self.dataset, self.classnames, self.config.templates)
+                self.segmenters[label] = make_segmenter(self.model, method, self.dataset, self.classnames, self.config.templates)
 
     def unavailable(self) -> dict[str, str]:
         return dict(self.reasons)
@@ -204,9 +205,10 @@ def example_segmentations(record: dict, dataset, n: int, device: str = "cpu") ->
         predict = SegmentationFolderSource(Path(model_name.removeprefix("maps:")), segmentation_classes(name, dataset.classnames)).predict
     else:
         model = load_model(model_name, device=device)
-        if get_method(method).unsupported(model):
+        explainer = get_method(method)
+        if explainer.unsupported(model):
             return
-        segmenter = make_segmenter(model, method, name, dataset.classnames, record.get("templates"))
+        segmenter = make_segmenter(model, explainer, name, dataset.classnames, record.get("templates"))
 
         def predict(item: Labelled) -> np.ndarray:
             with torch.no_grad():
