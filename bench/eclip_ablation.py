@@ -7,7 +7,10 @@ ablation resumes). Each run is then measured on two sets of held-out synthetic s
 training never used): the *validation* seed, on which settings are chosen, and the *test* seed,
 on which they are reported. Per set: zero-shot accuracy, foreground IoU at the best threshold,
 mean score contrast (mSC), inverted rate and pointing game of the ITSM (Li et al. 2022, arXiv
-2209.07046). The starting model is measured too, with ITSM, MaskCLIP's value path (Zhou et al.
+2209.07046); with `--segmentation N`, also whether the maps tell one text from another: the
+segmentation mIoU of the ITSM on the first N scenes of each set, each pixel the argmax over the 8
+shapes + background and over the 64 colour-shape phrases + background (`eclip evaluate --task
+segmentation`, as scripts/segmentation_synthetic.py). The starting model is measured too, with ITSM, MaskCLIP's value path (Zhou et al.
 2022, arXiv 2112.01071) and the free attention, the training-free bars ECLIP has to beat. Writes
 OUT/ablation.md and OUT/ablation.json (with each setting's recipe).
 
@@ -20,7 +23,8 @@ the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the 
 (learning rate X), +stepsN (N steps); the dense term: +dense (margin form), +densesoft (softmax form) or +densepeak
 (margin on the mean and on the peak), +dwX (its weight),
 +marginX (its margin), with any head (`attention/similarity/0.6+dense`: the model's own head, the term's mask from the
-similarity source); zero-shot keepers: +visual (text tower frozen), +distillX, +l2spX (their weights). All options are ours.
+similarity source); the phrase term: +phrasesX (its weight); zero-shot keepers: +visual (text tower frozen), +distillX,
++l2spX (their weights). All options are ours.
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
         --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
@@ -86,6 +90,8 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
             changes["loss__dense_weight"] = float(option[2:])
         elif option.startswith("margin"):
             changes["loss__dense_margin"] = float(option[6:])
+        elif option.startswith("phrases"):
+            changes["loss__phrases"] = float(option[7:])
         elif option.startswith("distill"):
             changes["loss__distill"] = float(option[7:])
         elif option.startswith("l2sp"):
@@ -109,7 +115,7 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
 def describe(spec: str, recipe: FinetuneRecipe) -> dict:
     """The table's record of a setting: its name and the recipe fields the grid varies."""
     head = recipe.pooling
-    masked = head.head == "masked_max" or recipe.loss.dense != "none"
+    masked = head.head == "masked_max" or recipe.loss.dense != "none" or recipe.loss.phrases > 0
     share = f"top{head.mask_topk}" if head.mask_rule == "topk" else f"mass {head.mask_mass}"
     return {"setting": spec, "pooling": head.head, "mask_source": head.mask_source if masked else "-", "mask": share if masked else "-",
             "max_over": head.max_over, "mask_from": head.mask_from if masked else "-", "train": recipe.train,
@@ -169,8 +175,28 @@ def run_fine_tunes(jobs: list[tuple[Path, list[str]]], parallel: int, log) -> No
         raise SystemExit(f"fine-tuning failed for {failed}; see train.log in each folder")
 
 
-def measure_model(path: str, methods: list[str], seeds: dict[str, int], n: int, size: int, device: str, threads: int) -> dict:
-    """{set name: shift metrics of `methods` and zero-shot} for one model, on `n` scenes of each seed."""
+def segmentation_miou(path: str, methods: list[str], seed: int, n: int, device: str) -> dict[str, dict[str, float]]:
+    """{method: {"shapes": mIoU, "phrases": mIoU}} of one model on the first `n` scenes of `seed` (argmax over each vocabulary)."""
+    import tempfile
+
+    from eclip.data.phrases import SyntheticPhrases
+    from eclip.data.synthetic import SyntheticEval, write_dataset
+    from eclip.evaluation import EvalConfig
+    from eclip.evaluation.runner import Evaluation
+
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_dataset(Path(tmp) / "scenes", n, seed=seed)
+        config = EvalConfig("synthetic", root, models=[path], methods=methods, task="segmentation", device=device)
+        for vocabulary, dataset in {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}.items():
+            for record in Evaluation(config, progress=False, dataset=dataset).run():
+                out.setdefault(record["method"], {})[vocabulary] = record["miou"]
+    return out
+
+
+def measure_model(path: str, methods: list[str], seeds: dict[str, int], n: int, size: int, device: str, threads: int,
+                  segmentation: int = 0) -> dict:
+    """{set name: shift metrics of `methods` and zero-shot (and segmentation mIoU on `segmentation` scenes)} for one model."""
     import torch
 
     from eclip.data.synthetic import CLASSNAMES
@@ -181,14 +207,18 @@ def measure_model(path: str, methods: list[str], seeds: dict[str, int], n: int, 
     torch.set_num_threads(threads)
     chosen = {method.label: method for method in map(get_method, methods)}
     model = load_model(path, device=device)
-    return {name: measure(model, chosen, synthetic_samples(seed, n, size), list(CLASSNAMES), "single", batch_size=100)
-            for name, seed in seeds.items()}
+    results = {name: measure(model, chosen, synthetic_samples(seed, n, size), list(CLASSNAMES), "single", batch_size=100)
+               for name, seed in seeds.items()}
+    if segmentation:
+        for name, seed in seeds.items():
+            results[name]["segmentation"] = segmentation_miou(path, ["itsm"], seed, segmentation, device).get("itsm", {})
+    return results
 
 
 def measure_all(jobs: list[tuple[str, list[str]]], args, size: int, parallel: int) -> list[dict]:
     """`measure_model` of each (model, methods), `parallel` processes at a time, in order."""
     seeds = {"validation": args.val_seed, "test": args.test_seed}
-    calls = [(path, methods, seeds, args.n, size, args.device, args.threads) for path, methods in jobs]
+    calls = [(path, methods, seeds, args.n, size, args.device, args.threads, args.segmentation) for path, methods in jobs]
     if parallel == 1:
         return [measure_model(*call) for call in calls]
     import multiprocessing
@@ -204,20 +234,30 @@ def row(record: dict, result: dict, method: str, wall: float | None) -> dict:
         m = metrics[method]
         out[name] = {"zero_shot": metrics["zero_shot"]["top1"], "fg_iou": m["fg_iou"], "threshold": m["threshold"],
                      "score_contrast": m["msc"] / 100, "inverted_rate": m["inverted_rate"], "pointing": m["pointing_game"]}
+        if method == "itsm" and metrics.get("segmentation"):
+            out[name]["segmentation_miou"] = metrics["segmentation"]
     return out
 
 
 def markdown(rows: list[dict], title: str) -> str:
+    segmented = any("segmentation_miou" in r["validation"] for r in rows)
+    extra = " seg. mIoU shapes val / test | seg. mIoU phrases val / test |" if segmented else ""
     lines = [f"### {title}", "",
-             "| setting | map | zero-shot val / test | mSC val / test | fg IoU val / test | inverted val / test | pointing test | wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| setting | map | zero-shot val / test | mSC val / test | fg IoU val / test | inverted val / test | pointing test |"
+             + extra + " wall s |",
+             "|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * segmented + "---:|"]
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if r.get("wall_s") else "-"
         v, t = r["validation"], r["test"]
+        cells = ""
+        if segmented:
+            seg = [r[name].get("segmentation_miou", {}) for name in ("validation", "test")]
+            cells = "".join(" " + " / ".join(f"{100 * s[vocabulary]:.1f}" if vocabulary in s else "-" for s in seg) + " |"
+                            for vocabulary in ("shapes", "phrases"))
         lines.append(f"| {r['setting']} | {r['map']} | {100 * v['zero_shot']:.1f}% / {100 * t['zero_shot']:.1f}% | "
                      f"{100 * v['score_contrast']:+.1f} / {100 * t['score_contrast']:+.1f} | "
                      f"{v['fg_iou']:.3f} / {t['fg_iou']:.3f} | {100 * v['inverted_rate']:.1f}% / {100 * t['inverted_rate']:.1f}% | "
-                     f"{100 * t['pointing']:.1f}% | {wall} |")
+                     f"{100 * t['pointing']:.1f}% |{cells} {wall} |")
     return "\n".join(lines)
 
 
@@ -243,6 +283,8 @@ def main() -> None:
     parser.add_argument("--val-seed", type=int, default=VALIDATION_SEED, help="Scenes the settings are chosen on.")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="Scenes the settings are reported on.")
     parser.add_argument("--scene-size", type=int, default=None, help="Held-out scene size (default: the model's training scenes).")
+    parser.add_argument("--segmentation", type=int, default=0,
+                        help="Also the ITSM's segmentation mIoU (shapes, phrases) on the first N scenes of each set (0: off).")
     parser.add_argument("--eval-only", action="store_true", help="Measure the existing runs, train nothing.")
     args = parser.parse_args()
     if args.val_seed == args.test_seed:
@@ -286,7 +328,7 @@ def main() -> None:
         rows.append(row(describe(spec, recipes[spec]), result, "itsm", float((folders[spec] / "wall_s.txt").read_text())))
     (args.out / "ablation.json").write_text(json.dumps({
         "model": args.model, "arch": start.arch, "eval": {"validation_seed": args.val_seed, "test_seed": args.test_seed,
-                                                          "n": args.n, "scene_size": size},
+                                                          "n": args.n, "scene_size": size, "segmentation_n": args.segmentation},
         "run_options": run_options, "rows": rows, "recipes": {s: r.to_json() for s, r in recipes.items()},
         "commands": {s: " ".join(c or []) for s, c in commands.items()}}, indent=2))
     title = (f"{start.arch}: fine-tuned from {args.model}, {args.steps} steps x {args.batch_size}, lr {args.lr}; "

@@ -1,4 +1,4 @@
-"""The loss terms that are ours: the dense term, distillation and L2-SP each do what they claim, with any head."""
+"""The loss terms that are ours: the dense term, the phrase term, distillation and L2-SP each do what they claim, with any head."""
 from __future__ import annotations
 
 import math
@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 from helpers import make_adapter, random_images, tiny_model
 
+from eclip.data.synthetic import object_phrases
 from eclip.errors import RecipeError
 from eclip.models.loading import load_model
 from eclip.models.pooling import PoolingConfig
 from eclip.train import DataRecipe, FinetuneRecipe, LossTerms, Start, TrainSettings, build_run, finetune
-from eclip.train.losses import dense_contrast_loss, distillation_loss, l2sp_loss
+from eclip.train.losses import dense_contrast_loss, distillation_loss, l2sp_loss, phrase_share_loss
 from eclip.train.parts import make_embedder
-from eclip.train.terms import DenseTerm, DistillTerm, L2SPTerm
+from eclip.train.terms import DenseTerm, DistillTerm, L2SPTerm, PhraseTerm
 
 
 def _grid(fg: list[list[int]]) -> torch.Tensor:
@@ -77,6 +78,64 @@ def test_a_gradient_step_on_the_dense_term_raises_the_foreground_over_the_backgr
     assert before < 0 < gap() and gap() > before + 0.5 and losses[-1] < losses[0]  # from the background's side to the foreground's
 
 
+def test_a_caption_s_object_phrases_are_its_colour_shape_pairs_once_each_in_order():
+    assert object_phrases("a red star next to an orange ring and a red star on a striped background") == ["a red star",
+                                                                                                         "an orange ring"]
+    assert object_phrases("two shapes: a blue circle and a pink heart") == ["a blue circle", "a pink heart"]
+    assert object_phrases("a photo of a star.") == [] and object_phrases("a red starfish on a beach") == []
+
+
+def test_the_phrase_term_is_minus_the_log_of_each_phrase_s_mean_share_over_its_image_s_foreground():
+    # one image, three locations (the third is background); three phrases along the axes
+    dense = torch.tensor([[[[1.0, 0.2, 0.0], [0.9, 0.0, 0.4], [0.0, 3.0, 0.0]]]])  # (1, 1, 3, 3)
+    mask = torch.tensor([[[True, True, False]]])
+    phrases = torch.eye(3)
+    owner, which = torch.tensor([0, 0]), torch.tensor([0, 1])
+    share = torch.softmax(10 * F.normalize(dense.flatten(1, 2), dim=-1)[0] @ phrases.T, dim=-1)  # (3 locations, 3 phrases)
+    expected = -(share[:2, 0].mean().log() + share[:2, 1].mean().log()) / 2  # phrase 1's strong background location is not counted
+    value = phrase_share_loss(dense, mask, phrases, owner, which, scale=10.0)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert phrase_share_loss(dense, torch.zeros_like(mask), phrases, owner, which).item() == 0.0  # no foreground: nothing to share
+
+
+def test_a_gradient_step_on_the_phrase_term_makes_each_phrase_the_best_text_somewhere_on_its_foreground():
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(4, 3, 3, 8, generator=g, requires_grad=True)
+    phrases = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    mask = torch.rand(4, 3, 3, generator=g) > 0.4
+    owner, which = torch.tensor([0, 0, 1, 2, 3, 3]), torch.tensor([0, 1, 2, 3, 4, 0])
+
+    def wins() -> int:
+        best = (F.normalize(dense.detach().flatten(1, 2), dim=-1) @ phrases.T).argmax(dim=-1)  # (N, L): the best phrase
+        return sum(bool(((best[o] == w) & mask.flatten(1)[o]).any()) for o, w in zip(owner.tolist(), which.tolist()))
+
+    before = wins()
+    for _ in range(60):
+        loss = phrase_share_loss(dense, mask, phrases, owner, which, scale=10.0)
+        dense.grad = None
+        loss.backward()
+        with torch.no_grad():
+            dense -= 1.0 * dense.grad
+    assert before < len(which) and wins() == len(which)  # the two phrases of images 0 and 3 each win a location of their own
+
+
+def test_the_phrase_term_reads_the_captions_phrases_and_adds_nothing_without_them():
+    adapter = make_adapter("vit")
+    embedder = make_embedder(adapter, PoolingConfig(head="attention", mask_source="cls_attention"), masks=True, keep_dense=True)
+    images = random_images(adapter, batch=2)
+    out = embedder(adapter.model, images)
+    term = PhraseTerm(adapter.tokenize, 0.5)
+    captions = ["a red star next to a blue ring", "a photo of a red star on a plain background"]
+    value = term(adapter.model, images, None, out, None, captions)
+    phrases = F.normalize(adapter.model.encode_text(adapter.tokenize(["a red star", "a blue ring"])), dim=-1)
+    expected = phrase_share_loss(out.dense, out.mask, phrases, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]),
+                                adapter.model.logit_scale.exp())
+    assert value.item() == pytest.approx(0.5 * expected.item(), rel=1e-5) and value.item() > 0
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.model.transformer.parameters())  # the text side learns
+    assert term(adapter.model, images, None, out, None, ["a photo", "two dogs"]).item() == 0.0
+
+
 def test_distillation_and_l2sp_are_zero_at_the_start_and_grow_with_the_distance():
     emb = F.normalize(torch.randn(4, 6), dim=-1)
     assert distillation_loss(emb, emb.clone()).item() == pytest.approx(0.0, abs=1e-6)
@@ -104,7 +163,7 @@ def test_the_dense_term_reads_the_free_attention_mask_with_any_head(arch, head):
     else:  # masked max pools inside the mask in training, serves the unmasked max
         assert torch.allclose(out.served, dense.flatten(1, 2).amax(dim=1), atol=1e-5)
     text = F.normalize(adapter.model.encode_text(adapter.tokenize(["a star", "a ring"])), dim=-1)
-    value = DenseTerm("margin", 2.0, 0.3)(adapter.model, images, None, out, text)
+    value = DenseTerm("margin", 2.0, 0.3)(adapter.model, images, None, out, text, ["a star", "a ring"])
     assert value.item() == pytest.approx(2 * dense_contrast_loss(dense, out.mask, text, "margin", 0.3).item(), rel=1e-5)
     value.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.model.visual.parameters())
@@ -125,7 +184,9 @@ def test_the_zero_shot_keepers_are_zero_at_the_starting_model_and_grow_as_it_mov
     def values() -> tuple[float, float]:
         embedded = run.embedder(model, images)
         text = F.normalize(model.encode_text(tokens), dim=-1)
-        return float(distill(model, images, tokens, embedded, text)), float(l2sp(model, images, tokens, embedded, text))
+        captions = ["a red star", "a blue ring"]
+        return (float(distill(model, images, tokens, embedded, text, captions)),
+                float(l2sp(model, images, tokens, embedded, text, captions)))
 
     assert values() == pytest.approx((0.0, 0.0), abs=1e-6)
     with torch.no_grad():
@@ -138,20 +199,23 @@ def test_the_zero_shot_keepers_are_zero_at_the_starting_model_and_grow_as_it_mov
 
 def test_recipes_with_every_term_train_and_record_them(tmp_path):
     folder = str(tiny_model(tmp_path, "vit"))
-    loss = LossTerms(background_negatives="max", dense="softmax", dense_weight=0.5, distill=0.5, l2sp=0.01)
+    loss = LossTerms(background_negatives="max", dense="softmax", dense_weight=0.5, phrases=0.5, distill=0.5, l2sp=0.01)
     recipe = FinetuneRecipe(pooling=PoolingConfig(head="masked_max", mask_source="similarity"), loss=loss,
                             settings=TrainSettings(steps=2, batch_size=4, warmup=1), data=DataRecipe(image_size=32))
     result = finetune(folder, recipe, "synthetic", tmp_path / "out", progress=False)
-    assert set(result.terms) == {"contrastive", "dense", "distill", "l2sp"} and all(math.isfinite(v) for v in result.terms.values())
+    assert set(result.terms) == {"contrastive", "dense", "phrases", "distill", "l2sp"}
+    assert all(math.isfinite(v) for v in result.terms.values())
     from eclip.train import recipe_of
 
     assert recipe_of(load_model(str(tmp_path / "out"))).loss == loss
     run, _ = build_run(recipe.replace(start=Start(model=folder)))
-    assert run.embedder.masks.model is run.terms[1].teacher  # one frozen copy serves the masks and the distillation
+    assert run.embedder.masks.model is run.terms[2].teacher  # one frozen copy serves the masks and the distillation
 
 
 @pytest.mark.parametrize(("changes", "field"), [({"loss__dense": "hinge"}, "loss.dense"), ({"loss__distill": -1.0}, "loss.distill"),
-                                                ({"loss__dense": "margin", "pooling__mask_source": "none"}, "loss.dense")])
+                                                ({"loss__dense": "margin", "pooling__mask_source": "none"}, "loss.dense"),
+                                                ({"loss__phrases": 1.0, "pooling__mask_source": "none"}, "loss.phrases"),
+                                                ({"loss__phrases": -1.0}, "loss.phrases")])
 def test_bad_term_options_name_their_field(changes, field):
     with pytest.raises(RecipeError, match=f"`{field}`"):
         FinetuneRecipe().replace(**changes)

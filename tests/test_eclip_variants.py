@@ -119,6 +119,9 @@ def test_ablation_settings_parse_into_recipes():
     assert (recipe.settings.lr, recipe.settings.steps) == (5e-5, 900) and recipe.settings.batch_size == base.settings.batch_size
     assert recipe.data == DataRecipe(seed=1001, captions="objects") and recipe.start == base.start
     assert describe("masked_max/similarity/0.6+bgavg", recipe)["mask"] == "mass 0.6"
+    terms = parse_setting("attention/similarity/0.6+densepeak+margin0.2+phrases0.3+distill1", base)
+    assert terms.loss == LossTerms(dense="peak", dense_margin=0.2, phrases=0.3, distill=1.0)
+    assert describe("attention/similarity/0.6+phrases1", parse_setting("attention/similarity/0.6+phrases1", base))["mask"] == "mass 0.6"
     topk = parse_setting("masked_max/rollout/top0.3+normalized+current", base).pooling
     assert (topk.mask_rule, topk.mask_topk, topk.max_over, topk.mask_from) == ("topk", 0.3, "normalized", "current")
     # pairs written with the setting's captions are read from their files; captions the data cannot have are refused
@@ -202,3 +205,29 @@ def test_specific_itsm_reads_the_text_minus_the_shared_part(arch):
     empty = empty_text_embedding(adapter)[None]
     expected = torch.einsum("bhwd,kd->bkhw", dense, F.normalize(texts[:1] - empty, dim=-1))
     assert torch.allclose(one, expected, atol=1e-5)
+
+
+def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_object():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from token_probe import class_mean_accuracy, object_tokens
+
+    # two well-separated classes: the nearest class mean is always right; a class never fitted never wins
+    fit = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=1)
+    assert class_mean_accuracy(fit, torch.tensor([0, 0, 3, 3]), fit, torch.tensor([0, 0, 3, 3])) == 1.0
+    assert class_mean_accuracy(fit[:2], torch.tensor([0, 0]), fit, torch.tensor([0, 0, 3, 3])) == 0.5
+    adapter = make_adapter("vit")
+    tokens, shapes, colours = object_tokens(adapter, 5, 4, adapter.image_size[0])
+    assert len(tokens) == len(shapes) == len(colours) > 0 and int(shapes.max()) < 8 and int(colours.max()) < 8
+    assert torch.allclose(tokens.norm(dim=1), torch.ones(len(tokens)), atol=1e-5)
+
+
+def test_the_ablation_table_shows_segmentation_columns_when_measured():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eclip_ablation import markdown
+
+    numbers = {"zero_shot": 0.5, "score_contrast": 0.1, "fg_iou": 0.2, "inverted_rate": 0.1, "pointing": 0.3}
+    plain = {"setting": "s", "map": "itsm", "wall_s": None, "validation": numbers, "test": numbers}
+    assert "seg." not in markdown([plain], "t")
+    measured = {**plain, "validation": {**numbers, "segmentation_miou": {"shapes": 0.052, "phrases": 0.011}}}
+    table = markdown([measured, plain], "t")
+    assert "seg. mIoU shapes" in table and "| 5.2 / - | 1.1 / - |" in table and table.endswith("| - / - | - / - | - |")

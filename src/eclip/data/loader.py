@@ -42,18 +42,20 @@ class PairBatch:
     """One rank's batch as a worker sends it.
 
     images: (n, 3, H, W) uint8 (0..255) or float in [0, 1]; tokens: (n, L) long;
+    captions: the n captions the tokens encode (a loss term may read their words: the phrase term);
     skipped: (name, reason) of the bad files replaced while making it;
     position: streams only, {"rank:worker": [epoch, shards done]} after this batch.
     """
 
     images: torch.Tensor
     tokens: torch.Tensor
+    captions: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     position: dict[str, list[int]] | None = None
 
     def pin_memory(self) -> PairBatch:
         """Called by the DataLoader's pinning thread (CUDA): page-locked copies for non-blocking transfers."""
-        return PairBatch(self.images.pin_memory(), self.tokens.pin_memory(), self.skipped, self.position)
+        return PairBatch(self.images.pin_memory(), self.tokens.pin_memory(), self.captions, self.skipped, self.position)
 
 
 def unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -81,11 +83,13 @@ class IndexedBatches(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> PairBatch:
         images, captions = batch_part(self.source, int(index), self.batch_size, self.start, self.stop)
         images = unit_float(images) if self.as_float else images
-        return PairBatch(images, self.tokenizer(list(captions)), take_skipped(self.source))
+        return PairBatch(images, self.tokenizer(list(captions)), list(captions), take_skipped(self.source))
 
 
 class TrainingFeed:
-    """The batches of steps `steps` for this rank, on `device`: `next(feed) -> (images (n, 3, H, W) float in [0, 1], tokens (n, L))`.
+    """The batches of steps `steps` for this rank, on `device`: `next(feed) -> (images, tokens, captions)`.
+
+    images: (n, 3, H, W) float in [0, 1]; tokens: (n, L); captions: the n captions' words.
 
     Args:
         batch_size: the global batch; each rank gets its 1/world slice.
@@ -121,14 +125,14 @@ class TrainingFeed:
     def __iter__(self) -> TrainingFeed:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         began = time.perf_counter()
         batch = next(self._batches)
         self.wait_seconds += time.perf_counter() - began
         self._note(batch.skipped)
         self._positions.update(batch.position or {})
         images = unit_float(batch.images.to(self.device, non_blocking=True))
-        return images, batch.tokens.to(self.device, non_blocking=True)
+        return images, batch.tokens.to(self.device, non_blocking=True), batch.captions
 
     def _note(self, records: list[tuple[str, str]]) -> None:
         for name, reason in records:

@@ -200,6 +200,6 @@ class ShardBatches(torch.utils.data.IterableDataset):
             captions.append(item[1])
             if len(images) == self.batch_size:
                 stacked = torch.stack(images)
-                yield PairBatch(unit_float(stacked) if self.as_float else stacked, self.tokenizer(captions),
+                yield PairBatch(unit_float(stacked) if self.as_float else stacked, self.tokenizer(captions), captions,
                                 take_skipped(self.pairs), {f"{self.rank}:{worker}": list(position)})
                 images, captions = [], []

@@ -273,7 +273,7 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
                         state=state.get("data") if state else None)
     bar = tqdm(range(start, end), initial=start, total=settings.steps, disable=not progress or rank != 0, desc="train", unit="step")
     for step in bar:
-        images, tokens = next(feed)
+        images, tokens, captions = next(feed)
         x = to_model_input(images, size, pre["mean"], pre["std"])
         embedded = numerics.embed(model, x)
         img = gather_with_grad(F.normalize(embedded.pooled, dim=-1))
@@ -286,7 +286,7 @@ def train(run: Run, out: Path, *, resume: bool = False, stop_after: int | None =
         loss = numerics.loss(img, txt, model.logit_scale.exp(), negatives, valid)
         parts = {"contrastive": loss.detach()}
         for term in run.terms:  # the recipe's other loss terms, each already weighted
-            value = term(model, x, tokens, embedded, text)
+            value = term(model, x, tokens, embedded, text, captions)
             parts[term.name] = value.detach()
             loss = loss + value
         optimizer.zero_grad(set_to_none=True)

@@ -4,7 +4,7 @@ The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020) is always ther
 says which variants and extra terms a run adds, so the loop picks the loss by these fields and
 never by what the embedder happens to return. Every variant and term beyond the contrastive loss
 is ours, not the paper's: background negatives (below), the dense term (`dense_contrast_loss`),
-and two ways to keep zero-shot by construction, distillation towards the starting model
+the phrase term (`phrase_share_loss`), and two ways to keep zero-shot by construction, distillation towards the starting model
 (`distillation_loss`) and L2-SP towards its weights (`l2sp_loss`); the third, the text tower
 frozen, is the recipe's `train="visual"`.
 
@@ -48,6 +48,9 @@ class LossTerms:
         dense_margin: the gap between the foreground's and the background's mean cosine the
             "margin" form asks for (at 0.1 the term was nearly met at the start of a synth-vit
             fine-tune with the similarity mask; 0.3 moved the map in CPU pilots).
+        phrases: weight of the phrase term (`phrase_share_loss`; 0: off): each object phrase of a
+            caption must beat every other phrase of the batch (the other objects of the same image
+            included) somewhere on its image's foreground.
         distill: weight of the distillation term (`distillation_loss`): the pooled image
             embedding zero-shot reads, and the caption embedding, pulled towards the starting
             model's (0: off).
@@ -59,6 +62,7 @@ class LossTerms:
     dense: str = "none"
     dense_weight: float = 1.0
     dense_margin: float = 0.3
+    phrases: float = 0.0
     distill: float = 0.0
     l2sp: float = 0.0
 
@@ -66,7 +70,7 @@ class LossTerms:
         for name, allowed in (("background_negatives", BACKGROUND_NEGATIVES), ("dense", DENSE_FORMS)):
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"`loss.{name}` {getattr(self, name)!r} is unknown; use one of {', '.join(allowed)}")
-        for name in ("dense_weight", "dense_margin", "distill", "l2sp"):
+        for name in ("dense_weight", "dense_margin", "phrases", "distill", "l2sp"):
             if not getattr(self, name) >= 0:
                 raise RecipeError(f"`loss.{name}` {getattr(self, name)} must be >= 0")
 
@@ -99,16 +103,17 @@ class ImageEmbedding:
 
 
 class LossTerm(Protocol):
-    """A term added to the contrastive loss: `term(model, images, tokens, embedded, text)` -> a weighted scalar.
+    """A term added to the contrastive loss: `term(model, images, tokens, embedded, text, captions)` -> a weighted scalar.
 
     `images` are this process's (N, 3, H, W) model-ready images, `tokens` their (N, L) caption
-    tokens, `text` the (N, D) L2-normalised caption embeddings (row i the caption of image i).
+    tokens, `text` the (N, D) L2-normalised caption embeddings (row i the caption of image i),
+    `captions` the N captions' words.
     """
 
     name: str
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
-                 text: torch.Tensor) -> torch.Tensor: ...
+                 text: torch.Tensor, captions: list[str]) -> torch.Tensor: ...
 
 
 def clip_loss(
@@ -200,6 +205,39 @@ def dense_contrast_loss(dense: torch.Tensor, mask: torch.Tensor, text: torch.Ten
         log_p = F.log_softmax(scale * cos, dim=1)
         return -torch.logsumexp(log_p.masked_fill(~fg, float("-inf")), dim=1).mean()
     raise ValueError(f"unknown dense form {form!r}")
+
+
+def phrase_share_loss(dense: torch.Tensor, mask: torch.Tensor, phrases: torch.Tensor, owner: torch.Tensor, which: torch.Tensor,
+                      scale: torch.Tensor | float = 100.0) -> torch.Tensor:
+    """Each phrase a caption names must be the best of the batch's phrases somewhere on its image's foreground (ours).
+
+    The contrastive loss and the dense term compare a caption with other images, or one image's
+    locations with each other, against one text: neither ever compares two texts at one location,
+    so the maps of "a red star" and of "a blue circle" may light up the same place (the maps do
+    not tell one text from another). Segmentation's argmax asks exactly that comparison. At each
+    location a softmax over every phrase of the batch (logits `scale` x cosine) gives each phrase
+    a probability; for each (image, phrase) pair the term is -log of the phrase's mean probability
+    over its image's foreground: multiple-instance learning, as no mask says which object is where.
+    Its gradient weighs each location by how much the phrase already holds there, so the phrases
+    of one image share out its foreground instead of tying on one location (where a cross-entropy
+    at each phrase's single best location left two phrases of one image tied at 50/50). Only texts
+    are compared, so the part every phrase shares cancels; the dense term places that part.
+
+    Args:
+        dense: (N, h, w, D) dense projected features; mask: (N, h, w) bool foreground masks.
+        phrases: (U, D) L2-normalised embeddings of the batch's distinct phrases.
+        owner, which: (P,) long, the image and the phrase of each pair.
+    Returns the mean over the pairs whose image has a foreground (0 if none has).
+    """
+    feats = F.normalize(dense.flatten(1, 2), dim=-1)  # (N, L, D)
+    fg = mask.flatten(1).to(torch.bool)
+    keep = fg[owner].any(dim=1)
+    if not keep.any():
+        return feats.sum() * 0.0
+    owner, which = owner[keep], which[keep]
+    log_p = F.log_softmax(scale * feats @ phrases.to(feats.dtype).T, dim=-1)  # (N, L, U): the phrases at each location
+    own = log_p[owner, :, which].masked_fill(~fg[owner], float("-inf"))  # (P, L)
+    return -(torch.logsumexp(own, dim=1) - fg[owner].sum(dim=1).float().log()).mean()
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -127,6 +127,9 @@ class FinetuneRecipe:
         if self.loss.dense != "none" and self.pooling.mask_source == "none":
             raise RecipeError(f"`loss.dense` {self.loss.dense} needs a free-attention mask; "
                               "`pooling.mask_source` none keeps every location")
+        if self.loss.phrases and self.pooling.mask_source == "none":
+            raise RecipeError(f"`loss.phrases` {self.loss.phrases} needs a free-attention mask to find the peaks in; "
+                              "`pooling.mask_source` none keeps every location")
 
     def replace(self, **changes: Any) -> FinetuneRecipe:
         """A copy with some fields changed; a section's field as `section__field` (e.g. settings__lr=1e-4)."""
@@ -265,7 +268,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     arch = base.get("arch", adapter.arch)
     trainable = trainable_filter(recipe.train, net, arch)
     loss, head = recipe.loss, recipe.pooling
-    dense = loss.dense != "none"
+    dense = loss.dense != "none" or loss.phrases > 0  # terms that read the dense features and their masks
     masked = head.head == "masked_max" or dense
     teacher = frozen_copy(adapter) if loss.distill or (masked and head.mask_from == "frozen") else None
     embedder = native_image_embedder if head.is_native and loss.background_negatives == "none" and not dense \
@@ -278,7 +281,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
         source = open_pairs(data.path, size, recipe.settings.seed)
     record = {**base, "pooling": recipe.pooling.to_json(), "training": recipe.record()}
     run = Run(model=net, tokenizer=adapter.tokenizer, source=source, settings=recipe.settings, record=record, embedder=embedder,
-              trainable=trainable, loss=loss, terms=make_terms(loss, net, trainable, teacher),
+              trainable=trainable, loss=loss, terms=make_terms(loss, net, trainable, teacher, adapter.tokenizer),
               batchnorm_eval=start.model is not None and arch == "resnet")
     return run, recipe
 

@@ -12,8 +12,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eclip.data.synthetic import object_phrases
 from eclip.models.adapter import DenseCLIP
-from eclip.train.losses import ImageEmbedding, LossTerm, LossTerms, dense_contrast_loss, distillation_loss, l2sp_loss
+from eclip.train.losses import (
+    ImageEmbedding,
+    LossTerm,
+    LossTerms,
+    dense_contrast_loss,
+    distillation_loss,
+    l2sp_loss,
+    phrase_share_loss,
+)
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
 
 
 @dataclass
@@ -26,9 +37,35 @@ class DenseTerm:
     name: str = "dense"
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
-                 text: torch.Tensor) -> torch.Tensor:
+                 text: torch.Tensor, captions: list[str]) -> torch.Tensor:
         scale = model.logit_scale.exp().detach()
         return self.weight * dense_contrast_loss(embedded.dense, embedded.mask, text, self.form, self.margin, scale)
+
+
+@dataclass
+class PhraseTerm:
+    """The phrase term: each object phrase of a caption beats the batch's other phrases somewhere on its image's foreground.
+
+    The phrases are the colour-shape phrases the captions name (`object_phrases`); a caption in
+    other words adds none, and a batch without any adds nothing.
+    """
+
+    tokenizer: Tokenizer
+    weight: float
+    name: str = "phrases"
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
+                 text: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        named = [object_phrases(c) for c in captions]
+        distinct = list(dict.fromkeys(p for phrases in named for p in phrases))
+        if not distinct:
+            return embedded.dense.sum() * 0.0
+        device, index = embedded.dense.device, {p: i for i, p in enumerate(distinct)}
+        owner = torch.tensor([i for i, phrases in enumerate(named) for _ in phrases], device=device)
+        which = torch.tensor([index[p] for phrases in named for p in phrases], device=device)
+        embedded_phrases = F.normalize(model.encode_text(self.tokenizer(distinct).to(device)), dim=-1)
+        scale = model.logit_scale.exp().detach()
+        return self.weight * phrase_share_loss(embedded.dense, embedded.mask, embedded_phrases, owner, which, scale)
 
 
 @dataclass
@@ -40,7 +77,7 @@ class DistillTerm:
     name: str = "distill"
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
-                 text: torch.Tensor) -> torch.Tensor:
+                 text: torch.Tensor, captions: list[str]) -> torch.Tensor:
         with torch.no_grad():
             image = self.teacher.encode_image(images)
             caption = F.normalize(self.teacher.model.encode_text(tokens), dim=-1)
@@ -58,16 +95,19 @@ class L2SPTerm:
         self.weight = weight
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
-                 text: torch.Tensor) -> torch.Tensor:
+                 text: torch.Tensor, captions: list[str]) -> torch.Tensor:
         return self.weight * l2sp_loss(self.parameters, self.anchors)
 
 
 def make_terms(loss: LossTerms, model: torch.nn.Module, trainable: Callable[[str], bool],
-               teacher: DenseCLIP | None) -> tuple[LossTerm, ...]:
-    """The terms `loss` turns on, for `model` (its starting weights are the L2-SP anchors); `teacher` for distillation."""
+               teacher: DenseCLIP | None, tokenizer: Tokenizer) -> tuple[LossTerm, ...]:
+    """The terms `loss` turns on, for `model` (its starting weights are the L2-SP anchors); `teacher` for distillation,
+    `tokenizer` for the phrase term's phrases."""
     terms: list[LossTerm] = []
     if loss.dense != "none":
         terms.append(DenseTerm(loss.dense, loss.dense_weight, loss.dense_margin))
+    if loss.phrases:
+        terms.append(PhraseTerm(tokenizer, loss.phrases))
     if loss.distill:
         if teacher is None:
             raise ValueError("distillation needs the frozen starting model")

@@ -8,7 +8,7 @@ Everything public is importable from here, as `from eclip.data.synthetic import 
 """
 from __future__ import annotations
 
-from eclip.data.synthetic.captions import object_phrase, zero_shot_prompts
+from eclip.data.synthetic.captions import object_phrase, object_phrases, zero_shot_prompts
 from eclip.data.synthetic.config import SceneConfig
 from eclip.data.synthetic.dataset import SyntheticDataset, SyntheticEval
 from eclip.data.synthetic.folder import FORMAT, FORMAT_VERSION, write_dataset
@@ -30,5 +30,5 @@ __all__ = [
     "BACKGROUNDS", "CAPTION_SETS", "CAPTION_TEMPLATES", "CLASSNAMES", "COLOURS", "FORMAT", "FORMAT_VERSION",
     "OBJECT_CAPTION_TEMPLATES", "PROMPT_TEMPLATE", "SHAPE_CAPTION_TEMPLATES", "SHAPE_TESTS", "TEST_SEED", "TRAIN_SEEDS",
     "VALIDATION_SEED", "Scene", "SceneConfig", "SceneObject", "SceneStream", "SyntheticDataset", "SyntheticEval",
-    "batch_of_scenes", "object_phrase", "render_scene", "scene_seed", "write_dataset", "zero_shot_prompts",
+    "batch_of_scenes", "object_phrase", "object_phrases", "render_scene", "scene_seed", "write_dataset", "zero_shot_prompts",
 ]

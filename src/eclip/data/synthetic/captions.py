@@ -6,10 +6,11 @@ templates (`vocab.CAPTION_TEMPLATES`).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from eclip.data.synthetic.vocab import CLASSNAMES, PROMPT_TEMPLATE
+from eclip.data.synthetic.vocab import CLASSNAMES, COLOURS, PROMPT_TEMPLATE
 
 if TYPE_CHECKING:  # pragma: no cover
     from eclip.data.synthetic.scene import SceneObject
@@ -28,6 +29,18 @@ def _and_join(phrases: list[str]) -> str:
 def object_phrase(colour: str, shape: str) -> str:
     """The caption's words for one object: "a red star", "an orange ring"."""
     return f"{_article(colour)} {colour} {shape}"
+
+
+_OBJECT_PHRASE = re.compile(r"\b(?:an?) (?:" + "|".join(COLOURS) + ") (?:" + "|".join(CLASSNAMES) + r")\b")
+
+
+def object_phrases(text: str) -> list[str]:
+    """The colour-shape phrases a caption names, each once, in the caption's order: the words a phrase's map should answer.
+
+    "a red star next to a blue circle and a red star" -> ["a red star", "a blue circle"]; a text
+    in other words (a real caption) names none.
+    """
+    return list(dict.fromkeys(_OBJECT_PHRASE.findall(text)))
 
 
 def caption(template: str, objects: list[SceneObject], background: str) -> str:
