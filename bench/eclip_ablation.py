@@ -21,10 +21,10 @@ trained), +lastN (train only the last N image blocks + projection), +visual (ima
 +bgneg / +bgavg (background negatives pooled by max / by mean), +objects (captions that name no background; with --objects-data
 the fine-tune reads those pairs), +shapes (those plus "a photo of a star.", the zero-shot prompt's words; --shapes-data), +lrX
 (learning rate X), +stepsN (N steps); the dense term: +dense (margin form), +densesoft (softmax form) or +densepeak
-(margin on the mean and on the peak), +dwX (its weight),
-+marginX (its margin), with any head (`attention/similarity/0.6+dense`: the model's own head, the term's mask from the
-similarity source); the phrase term: +phrasesX (its weight); zero-shot keepers: +visual (text tower frozen), +distillX,
-+l2spX (their weights). All options are ours.
+(margin on the mean and on the peak), +dwX (its weight), +marginX (its margin), with any head
+(`attention/similarity/0.6+dense`: the model's own head, the term's mask from the similarity source); the phrase term:
++phrasesX (its weight), +vocabulary (its softmax over every phrase); zero-shot keepers: +visual (text tower frozen),
++distillX, +l2spX (their weights). All options are ours.
 
     python bench/eclip_ablation.py --model synth-vit --out out/ablation-vit --steps 300 \
         --settings attention avg max masked_max/cls_attention/0.6 masked_max/cls_attention/0.6+bgneg
@@ -90,6 +90,8 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
             changes["loss__dense_weight"] = float(option[2:])
         elif option.startswith("margin"):
             changes["loss__dense_margin"] = float(option[6:])
+        elif option == "vocabulary":
+            changes["loss__phrase_set"] = "vocabulary"
         elif option.startswith("phrases"):
             changes["loss__phrases"] = float(option[7:])
         elif option.startswith("distill"):

@@ -7,7 +7,10 @@ token whose grid cell an object covers by more than half (its exact instance mas
   of the token's cosine; what the segmentation argmax sees inside the objects;
 - **probe**: a nearest class-mean classifier of the L2-normalised tokens, its means fitted on the
   scenes of the validation seed and scored on those of the test seed, for the shape and for the
-  colour: whether the information is in the token at all, whatever the text side says.
+  colour: whether the information is in the token at all, whatever the text side says;
+- **object mean**: the same shape probe and prompt argmax on the mean of each object's tokens
+  (one vector per object): whether the shape is there once an object's tokens are pooled, as a
+  method that groups the tokens of one object before reading them could do.
 Chance is 12.5% for each (8 shapes, 8 colours).
 
     python bench/token_probe.py --model synth-vit --model synth-rn --n 150 --json bench/results/token-probe.json
@@ -26,11 +29,12 @@ from eclip.data.synthetic import CLASSNAMES, COLOURS, TEST_SEED, VALIDATION_SEED
 from eclip.models.loading import load_model
 
 
-def object_tokens(model, seed: int, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T, D) L2-normalised dense tokens inside objects of `n` scenes of `seed`, and their (T,) shape and colour indices."""
+def object_tokens(model, seed: int, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T, D) L2-normalised dense tokens inside objects of `n` scenes of `seed`, their (T,) shape and colour indices,
+    and the (T,) index of the object each belongs to."""
     from PIL import Image
 
-    tokens, shapes, colours = [], [], []
+    tokens, shapes, colours, owners = [], [], [], []
     colour_names = list(COLOURS)
     for scene in SceneStream(seed, SceneConfig(image_size=size), count=n):
         with torch.no_grad():
@@ -42,7 +46,15 @@ def object_tokens(model, seed: int, n: int, size: int) -> tuple[torch.Tensor, to
             tokens.append(dense[cells])
             shapes += [CLASSNAMES.index(obj.shape)] * int(cells.sum())
             colours += [colour_names.index(obj.colour)] * int(cells.sum())
-    return torch.cat(tokens), torch.tensor(shapes), torch.tensor(colours)
+            owners += [len(tokens) - 1] * int(cells.sum())  # the object's place in `tokens`
+    return torch.cat(tokens), torch.tensor(shapes), torch.tensor(colours), torch.tensor(owners)
+
+
+def object_means(tokens: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O, D) L2-normalised mean token of each object that has tokens, and its (O,) label."""
+    objects = owners.unique()
+    means = torch.stack([tokens[owners == o].mean(0) for o in objects])
+    return F.normalize(means, dim=1), torch.stack([labels[owners == o][0] for o in objects])
 
 
 def class_mean_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
@@ -55,13 +67,17 @@ def class_mean_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: t
 def probe(name: str, n: int) -> dict:
     model = load_model(name)
     size = model.image_size[0]
-    fit, fit_shapes, fit_colours = object_tokens(model, VALIDATION_SEED, n, size)
-    test, shapes, colours = object_tokens(model, TEST_SEED, n, size)
+    fit, fit_shapes, fit_colours, fit_owners = object_tokens(model, VALIDATION_SEED, n, size)
+    test, shapes, colours, owners = object_tokens(model, TEST_SEED, n, size)
     prompts = model.encode_text([f"a photo of a {c}." for c in CLASSNAMES]).float()
-    return {"model": name, "n": n, "tokens": len(test),
+    fit_objects, fit_object_shapes = object_means(fit, fit_shapes, fit_owners)
+    objects, object_shapes = object_means(test, shapes, owners)
+    return {"model": name, "n": n, "tokens": len(test), "objects": len(objects),
             "shape_prompt": float(((test @ prompts.T).argmax(dim=1) == shapes).float().mean()),
             "shape_probe": class_mean_accuracy(fit, fit_shapes, test, shapes),
-            "colour_probe": class_mean_accuracy(fit, fit_colours, test, colours)}
+            "colour_probe": class_mean_accuracy(fit, fit_colours, test, colours),
+            "object_shape_prompt": float(((objects @ prompts.T).argmax(dim=1) == object_shapes).float().mean()),
+            "object_shape_probe": class_mean_accuracy(fit_objects, fit_object_shapes, objects, object_shapes)}
 
 
 def main() -> None:
@@ -73,11 +89,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     records = [probe(name, args.n) for name in args.model]
-    print("| model | object tokens | shape, prompt argmax % | shape, probe % | colour, probe % |")
-    print("|---|---:|---:|---:|---:|")
+    print("| model | object tokens | shape, prompt argmax % | shape, probe % | colour, probe % | objects | "
+          "object mean: shape, prompt argmax % | object mean: shape, probe % |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in records:
         print(f"| `{r['model']}` | {r['tokens']} | {100 * r['shape_prompt']:.1f} | {100 * r['shape_probe']:.1f} | "
-              f"{100 * r['colour_probe']:.1f} |")
+              f"{100 * r['colour_probe']:.1f} | {r['objects']} | {100 * r['object_shape_prompt']:.1f} | "
+              f"{100 * r['object_shape_probe']:.1f} |")
     if args.json:
         from eclip.writing import atomic_write_text
 

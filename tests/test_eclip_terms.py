@@ -215,7 +215,35 @@ def test_recipes_with_every_term_train_and_record_them(tmp_path):
 @pytest.mark.parametrize(("changes", "field"), [({"loss__dense": "hinge"}, "loss.dense"), ({"loss__distill": -1.0}, "loss.distill"),
                                                 ({"loss__dense": "margin", "pooling__mask_source": "none"}, "loss.dense"),
                                                 ({"loss__phrases": 1.0, "pooling__mask_source": "none"}, "loss.phrases"),
-                                                ({"loss__phrases": -1.0}, "loss.phrases")])
+                                                ({"loss__phrases": -1.0}, "loss.phrases"),
+                                                ({"loss__phrase_set": "captions"}, "loss.phrase_set")])
 def test_bad_term_options_name_their_field(changes, field):
     with pytest.raises(RecipeError, match=f"`{field}`"):
         FinetuneRecipe().replace(**changes)
+
+
+def test_the_vocabulary_phrase_set_meets_every_colour_shape_phrase():
+    adapter = make_adapter("vit")
+    embedder = make_embedder(adapter, PoolingConfig(head="attention", mask_source="cls_attention"), masks=True, keep_dense=True)
+    images = random_images(adapter, batch=1)
+    out = embedder(adapter.model, images)
+    seen = []
+    tokenize = adapter.tokenize
+
+    def recording(texts):
+        seen.append(list(texts))
+        return tokenize(texts)
+
+    PhraseTerm(recording, 1.0, vocabulary=True)(adapter.model, images, None, out, None, ["a red star on a plain background"])
+    assert len(seen[0]) == 64 and seen[0][0] == "a red star" and len(set(seen[0])) == 64
+    PhraseTerm(recording, 1.0)(adapter.model, images, None, out, None, ["a red star on a plain background"])
+    assert seen[1] == ["a red star"]
+
+
+def test_every_recipe_field_has_its_train_flag():
+    from dataclasses import fields
+
+    from eclip.cli.train import FLAGS
+
+    for section, kind in (("loss", LossTerms), ("settings", TrainSettings), ("data", DataRecipe), ("pooling", PoolingConfig)):
+        assert [f.name for f in fields(kind) if f"{section}.{f.name}" not in FLAGS] == []

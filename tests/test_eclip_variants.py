@@ -209,16 +209,20 @@ def test_specific_itsm_reads_the_text_minus_the_shared_part(arch):
 
 def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_object():
     sys.path.insert(0, str(ROOT / "bench"))
-    from token_probe import class_mean_accuracy, object_tokens
+    from token_probe import class_mean_accuracy, object_means, object_tokens
 
     # two well-separated classes: the nearest class mean is always right; a class never fitted never wins
     fit = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=1)
     assert class_mean_accuracy(fit, torch.tensor([0, 0, 3, 3]), fit, torch.tensor([0, 0, 3, 3])) == 1.0
     assert class_mean_accuracy(fit[:2], torch.tensor([0, 0]), fit, torch.tensor([0, 0, 3, 3])) == 0.5
     adapter = make_adapter("vit")
-    tokens, shapes, colours = object_tokens(adapter, 5, 4, adapter.image_size[0])
-    assert len(tokens) == len(shapes) == len(colours) > 0 and int(shapes.max()) < 8 and int(colours.max()) < 8
+    tokens, shapes, colours, owners = object_tokens(adapter, 5, 4, adapter.image_size[0])
+    assert len(tokens) == len(shapes) == len(colours) == len(owners) > 0 and int(shapes.max()) < 8 and int(colours.max()) < 8
     assert torch.allclose(tokens.norm(dim=1), torch.ones(len(tokens)), atol=1e-5)
+    means, labels = object_means(tokens, shapes, owners)
+    first = owners == owners[0]
+    assert len(means) == len(owners.unique()) and labels[0] == shapes[0]  # one vector per object, its tokens' mean
+    assert torch.allclose(means[0], F.normalize(tokens[first].mean(0), dim=0), atol=1e-6)
 
 
 def test_the_ablation_table_shows_segmentation_columns_when_measured():

@@ -28,7 +28,7 @@ FLAGS = {
     "pooling.mask_rule": "--mask-rule", "pooling.mask_mass": "--mask-mass", "pooling.mask_topk": "--mask-topk",
     "pooling.mask_from": "--mask-from", "loss.background_negatives": "--background-negatives", "loss.dense": "--dense",
     "loss.dense_weight": "--dense-weight", "loss.dense_margin": "--dense-margin",
-    "loss.phrases": "--phrases", "loss.distill": "--distill", "loss.l2sp": "--l2sp",
+    "loss.phrases": "--phrases", "loss.phrase_set": "--phrase-set", "loss.distill": "--distill", "loss.l2sp": "--l2sp",
     "data.captions": "--captions", "data.seed": "--data-seed", "data.image_size": "--scene-size", "data.max_objects": "--max-objects",
     "data.path": "--data", "data.kind": "--data", "train": "--train", "start": "--model / --config", "recipe": "--recipe",
     "out": "--out", "resume": "--resume",
@@ -90,6 +90,9 @@ def train_command(
                                   help="Phrase term (ours): each colour-shape phrase of a caption must beat the batch's other "
                                        "phrases somewhere on its image's foreground; its weight (0: off). Reads the synthetic "
                                        "captions' phrases."),
+    phrase_set: str = typer.Option(None, "--phrase-set",
+                                   help="The phrase term's softmax over the batch's phrases (batch, default) or every colour-shape "
+                                        "phrase of the synthetic scenes (vocabulary: colour alone cannot win)."),
     distill: float = typer.Option(None, "--distill", min=0.0,
                                   help="Keep zero-shot (ours): weight of 1 - cosine of the served image embedding and the caption "
                                        "embedding with the starting model's (0: off)."),
@@ -140,7 +143,8 @@ def train_command(
                                          seed=seed, checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing,
                                          local_loss=local_loss, precision=_precision(precision, recipe, device)),
                          loss=_given(background_negatives=background_negatives, dense=dense, dense_weight=dense_weight,
-                                     dense_margin=dense_margin, phrases=phrases, distill=distill, l2sp=l2sp),
+                                     dense_margin=dense_margin, phrases=phrases, phrase_set=phrase_set,
+                                     distill=distill, l2sp=l2sp),
                          data=data, data_options=_given(seed=data_seed, image_size=scene_size, max_objects=max_objects, captions=captions),
                          train_part=train_part)
     except EclipError as err:

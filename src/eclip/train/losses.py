@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from eclip.errors import RecipeError
 
 BACKGROUND_NEGATIVES = ("none", "max", "avg")
+PHRASE_SETS = ("batch", "vocabulary")
 DENSE_FORMS = ("none", "margin", "softmax", "peak")
 
 
@@ -51,6 +52,9 @@ class LossTerms:
         phrases: weight of the phrase term (`phrase_share_loss`; 0: off): each object phrase of a
             caption must beat every other phrase of the batch (the other objects of the same image
             included) somewhere on its image's foreground.
+        phrase_set: the phrases the term's softmax runs over: "batch" (those the batch's captions
+            name) or "vocabulary" (every colour-shape phrase of the synthetic scenes, so each
+            phrase always meets the same colour's other shapes: colour alone cannot win).
         distill: weight of the distillation term (`distillation_loss`): the pooled image
             embedding zero-shot reads, and the caption embedding, pulled towards the starting
             model's (0: off).
@@ -63,11 +67,12 @@ class LossTerms:
     dense_weight: float = 1.0
     dense_margin: float = 0.3
     phrases: float = 0.0
+    phrase_set: str = "batch"
     distill: float = 0.0
     l2sp: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, allowed in (("background_negatives", BACKGROUND_NEGATIVES), ("dense", DENSE_FORMS)):
+        for name, allowed in (("background_negatives", BACKGROUND_NEGATIVES), ("dense", DENSE_FORMS), ("phrase_set", PHRASE_SETS)):
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"`loss.{name}` {getattr(self, name)!r} is unknown; use one of {', '.join(allowed)}")
         for name in ("dense_weight", "dense_margin", "phrases", "distill", "l2sp"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eclip.data.synthetic import object_phrases
+from eclip.data.synthetic import CLASSNAMES, COLOURS, object_phrase, object_phrases
 from eclip.models.adapter import DenseCLIP
 from eclip.train.losses import (
     ImageEmbedding,
@@ -47,11 +47,13 @@ class PhraseTerm:
     """The phrase term: each object phrase of a caption beats the batch's other phrases somewhere on its image's foreground.
 
     The phrases are the colour-shape phrases the captions name (`object_phrases`); a caption in
-    other words adds none, and a batch without any adds nothing.
+    other words adds none, and a batch without any adds nothing. The softmax runs over the
+    batch's phrases, or with `vocabulary` over every colour-shape phrase of the synthetic scenes.
     """
 
     tokenizer: Tokenizer
     weight: float
+    vocabulary: bool = False
     name: str = "phrases"
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, embedded: ImageEmbedding,
@@ -60,6 +62,8 @@ class PhraseTerm:
         distinct = list(dict.fromkeys(p for phrases in named for p in phrases))
         if not distinct:
             return embedded.dense.sum() * 0.0
+        if self.vocabulary:
+            distinct = list(dict.fromkeys(distinct + [object_phrase(c, s) for c in COLOURS for s in CLASSNAMES]))
         device, index = embedded.dense.device, {p: i for i, p in enumerate(distinct)}
         owner = torch.tensor([i for i, phrases in enumerate(named) for _ in phrases], device=device)
         which = torch.tensor([index[p] for phrases in named for p in phrases], device=device)
@@ -107,7 +111,7 @@ def make_terms(loss: LossTerms, model: torch.nn.Module, trainable: Callable[[str
     if loss.dense != "none":
         terms.append(DenseTerm(loss.dense, loss.dense_weight, loss.dense_margin))
     if loss.phrases:
-        terms.append(PhraseTerm(tokenizer, loss.phrases))
+        terms.append(PhraseTerm(tokenizer, loss.phrases, vocabulary=loss.phrase_set == "vocabulary"))
     if loss.distill:
         if teacher is None:
             raise ValueError("distillation needs the frozen starting model")
