@@ -11,6 +11,8 @@ token whose grid cell an object covers by more than half (its exact instance mas
 - **object mean**: the same shape probe and prompt argmax on the mean of each object's tokens
   (one vector per object): whether the shape is there once an object's tokens are pooled, as a
   method that groups the tokens of one object before reading them could do.
+- **by block** (ViT, `--blocks`): the shape probe on the tokens after each block, put through the
+  final norm and projection as the last block's are: where in depth the shape enters the tokens.
 Chance is 12.5% for each (8 shapes, 8 colours).
 
     python bench/token_probe.py --model synth-vit --model synth-rn --n 150 --json bench/results/token-probe.json
@@ -29,17 +31,29 @@ from eclip.data.synthetic import CLASSNAMES, COLOURS, TEST_SEED, VALIDATION_SEED
 from eclip.models.loading import load_model
 
 
-def object_tokens(model, seed: int, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def block_dense(model, image: torch.Tensor) -> list[torch.Tensor]:
+    """(h, w, D) projected patch tokens after the embedding and after each block of a ViT (the last: its dense features)."""
+    x, grids = model.embed(image), []
+    for block in range(model.num_layers + 1):
+        if block:
+            x, _ = model.forward_blocks(x, block - 1, block)
+        grids.append(model.tokens_to_grid(model.head(x)[:, 1:], image)[0])
+    return grids
+
+
+def object_tokens(model, seed: int, n: int, size: int, block: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(T, D) L2-normalised dense tokens inside objects of `n` scenes of `seed`, their (T,) shape and colour indices,
-    and the (T,) index of the object each belongs to."""
+    and the (T,) index of the object each belongs to; `block` (ViT): the tokens after that block instead."""
     from PIL import Image
 
     tokens, shapes, colours, owners = [], [], [], []
     colour_names = list(COLOURS)
     for scene in SceneStream(seed, SceneConfig(image_size=size), count=n):
+        image = model.preprocess(Image.fromarray(scene.image))
         with torch.no_grad():
-            _, dense = model.pooled_and_dense(model.preprocess(Image.fromarray(scene.image)))
-        dense = F.normalize(dense[0].float(), dim=-1)  # (h, w, D)
+            dense = model.pooled_and_dense(image)[1][0] if block is None else block_dense(model, image)[block]
+        dense = F.normalize(dense.float(), dim=-1)  # (h, w, D)
         for obj in scene.objects:
             covered = torch.from_numpy((scene.instances == obj.instance).astype(np.float32))[None, None]
             cells = F.adaptive_avg_pool2d(covered, dense.shape[:2])[0, 0] > 0.5
@@ -64,7 +78,17 @@ def class_mean_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: t
     return float(((test @ means.T).argmax(dim=1) == test_labels).float().mean())
 
 
-def probe(name: str, n: int) -> dict:
+def probe_blocks(model, n: int) -> list[float]:
+    """The shape probe's accuracy on the tokens after the embedding (0) and after each block of a ViT."""
+    size, out = model.image_size[0], []
+    for block in range(model.num_layers + 1):
+        fit, fit_shapes, _, _ = object_tokens(model, VALIDATION_SEED, n, size, block)
+        test, shapes, _, _ = object_tokens(model, TEST_SEED, n, size, block)
+        out.append(class_mean_accuracy(fit, fit_shapes, test, shapes))
+    return out
+
+
+def probe(name: str, n: int, blocks: bool = False) -> dict:
     model = load_model(name)
     size = model.image_size[0]
     fit, fit_shapes, fit_colours, fit_owners = object_tokens(model, VALIDATION_SEED, n, size)
@@ -77,18 +101,20 @@ def probe(name: str, n: int) -> dict:
             "shape_probe": class_mean_accuracy(fit, fit_shapes, test, shapes),
             "colour_probe": class_mean_accuracy(fit, fit_colours, test, colours),
             "object_shape_prompt": float(((objects @ prompts.T).argmax(dim=1) == object_shapes).float().mean()),
-            "object_shape_probe": class_mean_accuracy(fit_objects, fit_object_shapes, objects, object_shapes)}
+            "object_shape_probe": class_mean_accuracy(fit_objects, fit_object_shapes, objects, object_shapes),
+            **({"shape_probe_by_block": probe_blocks(model, n)} if blocks and model.arch == "vit" else {})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="bundled name or folder (repeat)")
     parser.add_argument("--n", type=int, default=150, help="scenes per seed")
+    parser.add_argument("--blocks", action="store_true", help="ViTs: the shape probe after each block too")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    records = [probe(name, args.n) for name in args.model]
+    records = [probe(name, args.n, args.blocks) for name in args.model]
     print("| model | object tokens | shape, prompt argmax % | shape, probe % | colour, probe % | objects | "
           "object mean: shape, prompt argmax % | object mean: shape, probe % |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -96,6 +122,10 @@ def main() -> None:
         print(f"| `{r['model']}` | {r['tokens']} | {100 * r['shape_prompt']:.1f} | {100 * r['shape_probe']:.1f} | "
               f"{100 * r['colour_probe']:.1f} | {r['objects']} | {100 * r['object_shape_prompt']:.1f} | "
               f"{100 * r['object_shape_probe']:.1f} |")
+    for r in records:
+        if "shape_probe_by_block" in r:
+            print(f"{r['model']}, shape probe % after the embedding and each block: "
+                  + ", ".join(f"{100 * a:.1f}" for a in r["shape_probe_by_block"]))
     if args.json:
         from eclip.writing import atomic_write_text
 

@@ -209,7 +209,7 @@ def test_specific_itsm_reads_the_text_minus_the_shared_part(arch):
 
 def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_object():
     sys.path.insert(0, str(ROOT / "bench"))
-    from token_probe import class_mean_accuracy, object_means, object_tokens
+    from token_probe import block_dense, class_mean_accuracy, object_means, object_tokens
 
     # two well-separated classes: the nearest class mean is always right; a class never fitted never wins
     fit = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=1)
@@ -223,6 +223,9 @@ def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_obje
     first = owners == owners[0]
     assert len(means) == len(owners.unique()) and labels[0] == shapes[0]  # one vector per object, its tokens' mean
     assert torch.allclose(means[0], F.normalize(tokens[first].mean(0), dim=0), atol=1e-6)
+    image = random_images(adapter, batch=1)
+    grids = block_dense(adapter, image)  # the last block's tokens are the model's dense features, computed the same way
+    assert len(grids) == adapter.num_layers + 1 and torch.equal(grids[-1], adapter.pooled_and_dense(image)[1][0])
 
 
 def test_the_ablation_table_shows_segmentation_columns_when_measured():
