@@ -4,9 +4,9 @@ The CLIP contrastive loss (Radford et al. 2021, arXiv 2103.00020) is always ther
 says which variants and extra terms a run adds, so the loop picks the loss by these fields and
 never by what the embedder happens to return. Every variant and term beyond the contrastive loss
 is ours, not the paper's: background negatives (below), the dense term (`dense_contrast_loss`),
-the phrase term (`phrase_share_loss`), and two ways to keep zero-shot by construction, distillation towards the starting model
-(`distillation_loss`) and L2-SP towards its weights (`l2sp_loss`); the third, the text tower
-frozen, is the recipe's `train="visual"`.
+the phrase term (`phrase_share_loss`), and two ways to keep zero-shot by construction,
+distillation towards the starting model (`distillation_loss`) and L2-SP towards its weights
+(`l2sp_loss`); the third, the text tower frozen, is the recipe's `train="visual"`.
 
 Symmetric InfoNCE over a batch of matched image-text pairs with a learned temperature: each
 image must pick its own caption among the batch's captions and each caption its own image.
