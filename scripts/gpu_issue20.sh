@@ -42,15 +42,19 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$ROOT/src${PYTHONPATH:+:$
 # control without it), the zero-shot keepers (text tower frozen, distillation, L2-SP) on the current best,
 # and on the own head with the dense term, which the CPU pilots favoured (50 steps x 32 on the stage-3
 # synth-vit, validation seed: mSC +31.0 own head + dense, +26.4 best + dense, +22.2 best; zero-shot within a
-# point of the vanilla model only with distillation).
+# point of the vanilla model only with distillation). Last, the bundled round-four settings at full size: the
+# peak form of the dense term with distillation, without and with the phrase term (`synth-vit-phrases`,
+# `synth-rn-eclip-phrases`).
 VIT_BEST="masked_max/similarity/0.6+bgneg+objects"
 VIT_OWN="attention/similarity/0.6+dense+margin0.3"
 RN_BEST="masked_max/cls_attention/0.6+bgneg+shapes"
 RN_OWN="attention/cls_attention/0.6+shapes+dense+margin0.3"
 read -r -a VIT_SETTINGS <<< "${VIT_SETTINGS:-masked_max/cls_attention/0.6 attention $VIT_BEST $VIT_BEST+dense+margin0.3 $VIT_OWN \
-    $VIT_OWN+distill1 $VIT_OWN+visual $VIT_BEST+distill1 $VIT_BEST+l2sp1 $VIT_BEST+visual}"
+    $VIT_OWN+distill1 $VIT_OWN+visual $VIT_BEST+distill1 $VIT_BEST+l2sp1 $VIT_BEST+visual \
+    attention/similarity/0.6+densepeak+margin0.3+distill1 attention/similarity/0.6+densepeak+margin0.3+phrases0.3+distill1}"
 read -r -a RN_SETTINGS <<< "${RN_SETTINGS:-masked_max/cls_attention/0.6 attention+shapes $RN_BEST $RN_BEST+dense+margin0.3 $RN_OWN \
-    $RN_OWN+distill1 $RN_OWN+visual $RN_BEST+distill1 $RN_BEST+l2sp1 $RN_BEST+visual}"
+    $RN_OWN+distill1 $RN_OWN+visual $RN_BEST+distill1 $RN_BEST+l2sp1 $RN_BEST+visual \
+    $RN_BEST+densepeak+margin0.3+distill1 $RN_BEST+densepeak+margin0.3+phrases0.3+distill1}"
 
 if [ "${1:-}" = "--settings" ]; then
     echo "vit: ${VIT_SETTINGS[*]}"
@@ -77,12 +81,12 @@ done
 wait
 
 # 2. The ablation of each architecture, side by side: each setting is a recipe, fine-tuned by `eclip train
-#    --recipe` and measured (ITSM, zero-shot) on N scenes of the validation and the test seed.
+#    --recipe` and measured (ITSM, zero-shot) on N scenes of the validation and the test seed, segmentation on 50.
 stage "ablations"
 ablation() {  # arch model steps batch warmup settings...
     local arch=$1 model=$2 steps=$3 batch=$4 warmup=$5; shift 5
     "$PY" bench/eclip_ablation.py --model "$model" --out "$OUT/ablation-$arch" --steps "$steps" --batch-size "$batch" --lr "$LR" \
-        --warmup "$warmup" --threads 1 --jobs "$JOBS" --device "$DEVICE" --n "$N" --data "$OUT/pairs-all" \
+        --warmup "$warmup" --threads 1 --jobs "$JOBS" --device "$DEVICE" --n "$N" --segmentation 50 --data "$OUT/pairs-all" \
         --objects-data "$OUT/pairs-objects" --shapes-data "$OUT/pairs-shapes" --settings "$@" > "$OUT/logs/ablation-$arch.log" 2>&1
 }
 ablation vit "$VIT" "$VIT_STEPS" "$VIT_BATCH" $(( VIT_STEPS / 10 )) "${VIT_SETTINGS[@]}" &

@@ -177,6 +177,7 @@ def test_the_gpu_script_runs_settings_that_parse_and_packs_what_validation_selec
         recipes = [parse_setting(spec, base, files) for spec in settings.split()]
         assert {r.pooling.head for r in recipes} >= {"masked_max", "attention"} and any(r.loss.dense != "none" for r in recipes), arch
         assert any(r.loss.distill for r in recipes) and any(r.loss.l2sp for r in recipes) and any(r.train == "visual" for r in recipes)
+        assert any(r.loss.phrases for r in recipes), arch
 
     def row(setting, msc, zero_shot):
         return {"setting": setting, "validation": {"score_contrast": msc, "zero_shot": zero_shot}, "test": {}}

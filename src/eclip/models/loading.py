@@ -43,11 +43,15 @@ BUNDLED = {
     "synth-vit-avg": "synth-vit fine-tuned with average pooling (not ECLIP; the best head that is not masked max; RECIPE.md)",
     "synth-vit-dense": "synth-vit fine-tuned with its own head and a dense term (peak form) on ECLIP's free-attention mask, "
                        "distilled towards synth-vit (ours, not the paper's head; RECIPE.md)",
+    "synth-vit-phrases": "synth-vit-dense's recipe plus the phrase term: each phrase a caption names must win the batch's "
+                         "phrases somewhere on the foreground (ours, not the paper's head; RECIPE.md)",
     "synth-rn": "ResNet (192 px, attention pooling) trained by eclip on synthetic scenes",
     "synth-rn-eclip": "ECLIP: synth-rn fine-tuned with masked max pooling (attention-pool mask, background negatives, "
                       "shape captions; RECIPE.md)",
     "synth-rn-eclip-dense": "ECLIP plus ours: synth-rn-eclip's recipe with a dense term (peak form) on the same mask and "
                             "distillation towards synth-rn (RECIPE.md)",
+    "synth-rn-eclip-phrases": "ECLIP plus ours: synth-rn-eclip-dense's recipe plus the phrase term (each phrase a caption "
+                              "names must win the batch's phrases somewhere on the foreground; RECIPE.md)",
 }
 
 
