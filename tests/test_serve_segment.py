@@ -112,7 +112,7 @@ def test_methods_with_a_protocol_come_first_and_only_dense_methods_are_offered()
     ("gradcam", "resnet", None, "method 'gradcam' does not segment here (an argmax over texts needs a dense method); pick one of: sclip"),
     ("nonsense", "vit", None, "method 'nonsense' does not segment here"),
     ("sclip", "resnet", None, "method 'sclip' is not defined for resnet models ("),
-    ("cliptrase", "vit", 0.5, "cliptrase labels pixels by its raw cosines and a cluster vote"),
+    ("cliptrase", "vit", 0.5, "give a background text instead of a threshold"),
 ])
 def test_a_method_that_cannot_segment_is_refused_in_one_line_and_leaves_no_folder(models, workspace, method, model, threshold,
                                                                                    fragment):

@@ -52,6 +52,11 @@ class Segmentation:
     logits: torch.Tensor
 
 
+#: Why a threshold is refused under CLIPtrase's cluster vote (here and where the web demo checks a request up front).
+NO_THRESHOLD_FOR_CLUSTER_VOTE = ("cliptrase labels each pixel by its cluster's best raw cosine, with no probability a threshold "
+                                 "could cut; give a background text instead of a threshold")
+
+
 class Segmenter:
     """An explanation method run as a segmenter under a protocol, for one vocabulary.
 
@@ -65,8 +70,7 @@ class Segmenter:
         if protocol.cluster_vote and not isinstance(method, CLIPtrase):
             raise MethodError(f"the cluster vote of this protocol needs the cliptrase method, not {method.name!r}")
         if protocol.cluster_vote and protocol.prob_threshold > 0:
-            raise MethodError("cliptrase labels each pixel by its cluster's best raw cosine, with no probability a threshold "
-                              "could cut; give a background text instead of a threshold")
+            raise MethodError(NO_THRESHOLD_FOR_CLUSTER_VOTE)
         if protocol.prob_threshold > 0 and not vocabulary.background:
             raise MethodError("a probability threshold sends pixels to the background, but the vocabulary has no background class")
         self.model = with_pos_interpolation(model, protocol.pos_interpolation)

@@ -82,9 +82,10 @@ def check_segment_method(model, label: str, name: str, threshold: float | None):
     if reason:
         fits = [m for m in offered if get_method(m).unsupported(model) is None]
         raise MethodError(f"{reason} ({label}); pick one of: {', '.join(fits)}")
-    if threshold is not None and name == "cliptrase":
-        raise MethodError("cliptrase labels pixels by its raw cosines and a cluster vote, with no probability a threshold could "
-                          "cut; use a background text, or another method")
+    if threshold is not None and name == "cliptrase":  # its paper's protocol votes clusters (checked before any model work)
+        from eclip.segmentation.predict import NO_THRESHOLD_FOR_CLUSTER_VOTE
+
+        raise MethodError(NO_THRESHOLD_FOR_CLUSTER_VOTE)
     return method
 
 
