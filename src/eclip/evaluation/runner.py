@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from eclip.batching import batched
 from eclip.data.sample import Sample
@@ -50,6 +51,67 @@ class ClassPreparer:
 
     def __call__(self, sample: Sample) -> Prepared | str:
         return prepare(sample, self.classnames)
+
+
+class Task(Protocol):
+    """What one kind of evaluation gives the loop: how a sample is prepared, who makes the maps, what scores them.
+
+    The loop (`Evaluation`) is the same for every task; a task is built from the run's config, the
+    dataset's name and its classes.
+
+    Attributes:
+        preparer: sample -> what the sources take, or why it cannot be scored (picklable: DataLoader workers run it).
+    """
+
+    preparer: Callable
+
+    def sources(self) -> list[Source]:
+        """The map makers the config names: a source per model, and the folder of maps if there is one."""
+
+    def new_suite(self, source: Source) -> Suite:
+        """A fresh metric suite for one (source, method)."""
+
+    def record_fields(self, source: Source, method: str) -> dict:
+        """The protocol fields of a record of `source` and `method` (how its numbers were made)."""
+
+
+class ClassTask:
+    """The tasks "classes" and "phrases": each (image, class present) pair's map scored against its mask (`MetricSuite`)."""
+
+    def __init__(self, config: EvalConfig, dataset_name: str, classnames: list[str]) -> None:
+        self.config, self.classnames = config, classnames
+        self.preparer = ClassPreparer(classnames)
+
+    def sources(self) -> list[Source]:
+        c = self.config
+        return [ModelSource(m, c, self.classnames) for m in c.models] + ([FolderSource(c.maps_dir)] if c.maps_dir is not None else [])
+
+    def new_suite(self, source: Source) -> Suite:
+        c = self.config
+        perturbation = c.perturbation and isinstance(source, ModelSource)
+        return MetricSuite(c.threshold_step, c.pointing_tolerance, c.deletion_steps if perturbation else None)
+
+    def record_fields(self, source: Source, method: str) -> dict:
+        c = self.config
+        perturbation = c.perturbation and isinstance(source, ModelSource)
+        return {
+            "task": c.task,
+            "templates": c.template_set if isinstance(source, ModelSource) else None,
+            "threshold_step": c.threshold_step,
+            "pointing_tolerance": c.pointing_tolerance,
+            "deletion_steps": c.deletion_steps if perturbation else None,
+            "perturbation_baseline": c.perturbation_baseline if perturbation else None,
+            "perturbation_score": c.perturbation_score if perturbation else None,
+        }
+
+
+def task_for(config: EvalConfig, dataset_name: str, classnames: list[str]) -> Task:
+    """The task `config.task` names, for this dataset."""
+    if config.task == "segmentation":
+        from eclip.evaluation.segment import SegmentationTask
+
+        return SegmentationTask(config, dataset_name, classnames)
+    return ClassTask(config, dataset_name, classnames)
 
 
 def _batches(dataset, indices: list[int], preparer: Callable, size: int, workers: int = 0) -> Iterator[tuple[list, list[str], int]]:
@@ -135,50 +197,23 @@ class Evaluation:
             raise EvaluationError(f"{config.maps_dir}: no such folder of maps; give a folder of <image_id>.npz files")
         self.dataset = open_task_dataset(config) if dataset is None else dataset
         self.classnames = list(self.dataset.classnames)
-        self.segmentation = config.task == "segmentation"
-        if self.segmentation:
-            from eclip.evaluation.segment import LabelPreparer, segmentation_classes
-
-            self.preparer: Callable = LabelPreparer(self.dataset_name, self.classnames)
-            self.labels = segmentation_classes(self.dataset_name, self.classnames)
-        else:
-            self.preparer = ClassPreparer(self.classnames)
+        self.task = task_for(config, self.dataset_name, self.classnames)
         self.indices = list(range(self.rank, len(self.dataset), self.world))
         self.partial, self.progress = partial, progress and self.rank == 0
         self.fingerprint = json.loads(json.dumps(config.fingerprint(len(self.dataset), self.world, self.rank), default=str))
         self.saved = load_partial(partial, self.fingerprint) if (resume and partial is not None) else {}
-        self.sources: list[Source] = list(sources) if sources is not None else self._sources()
+        self.sources: list[Source] = list(sources) if sources is not None else self.task.sources()
 
     @property
     def dataset_name(self) -> str:
         return self.dataset.name or self.config.dataset
-
-    def _sources(self) -> list[Source]:
-        """The map makers `config` names: a source per model, and the folder of maps if there is one."""
-        c = self.config
-        if self.segmentation:
-            from eclip.evaluation.segment import SegmentationFolderSource, SegmentingSource
-
-            return ([SegmentingSource(m, c, self.dataset_name, self.classnames) for m in c.models]
-                    + ([SegmentationFolderSource(c.maps_dir, self.labels)] if c.maps_dir is not None else []))
-        return ([ModelSource(m, c, self.classnames) for m in c.models]
-                + ([FolderSource(c.maps_dir)] if c.maps_dir is not None else []))
-
-    def new_suite(self, source: Source) -> Suite:
-        if self.segmentation:
-            from eclip.evaluation.segment import SegmentationSuite
-
-            return SegmentationSuite(self.labels)
-        perturbation = self.config.perturbation and isinstance(source, ModelSource)
-        return MetricSuite(self.config.threshold_step, self.config.pointing_tolerance,
-                           self.config.deletion_steps if perturbation else None)
 
     def _entry(self, source: Source) -> dict:
         """The saved progress of `source`, or a fresh one."""
         entry = self.saved.get(source.key)
         if entry is None:
             entry = {"done": 0, "complete": False, "seconds": 0.0, "skip_examples": [], "notes": [], "unavailable": {},
-                     "suites": {m: self.new_suite(source).to_json() for m in source.methods}}
+                     "suites": {m: self.task.new_suite(source).to_json() for m in source.methods}}
             self.saved[source.key] = entry
         return entry
 
@@ -200,7 +235,7 @@ class Evaluation:
         started = time.perf_counter()
         good = {m: s.to_json() for m, s in suites.items()}  # the state after the last complete batch
         try:
-            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.preparer, self.config.batch_size,
+            for step, (batch, skips, consumed) in enumerate(_batches(self.dataset, todo, self.task.preparer, self.config.batch_size,
                                                                            self.config.workers), 1):
                 if batch and active:
                     source.update(batch, active)
@@ -233,7 +268,7 @@ class Evaluation:
         results = []
         for source in self.sources:
             entry = self._entry(source)
-            suites = {m: self.new_suite(source).load_json(entry["suites"][m]) for m in source.methods}
+            suites = {m: self.task.new_suite(source).load_json(entry["suites"][m]) for m in source.methods}
             if not entry["complete"]:
                 self._run_source(source, entry, suites)
             results.append((source, entry, suites))
@@ -258,11 +293,8 @@ class Evaluation:
 
     def _record(self, source: Source, entry: dict, method: str, suite: Suite) -> dict:
         c = self.config
-        record = {"dataset": self.dataset_name, "model": source.model_label, "method": method, **suite.scores()}
-        if self.segmentation:
-            record.update(self._segmentation_fields(source, method))
-        else:
-            record.update(self._class_fields(source))
+        record = {"dataset": self.dataset_name, "model": source.model_label, "method": method, **suite.scores(),
+                  **self.task.record_fields(source, method)}
         record.update({
             "limit": c.limit,
             "root": None if c.root is None else str(c.root),
@@ -274,29 +306,6 @@ class Evaluation:
         if method in entry.get("unavailable", {}):
             record["error"] = entry["unavailable"][method]
         return record
-
-    def _class_fields(self, source: Source) -> dict:
-        """The protocol fields of a per-class record (tasks classes and phrases)."""
-        c = self.config
-        perturbation = c.perturbation and isinstance(source, ModelSource)
-        return {
-            "task": c.task,
-            "templates": c.template_set if isinstance(source, ModelSource) else None,
-            "threshold_step": c.threshold_step,
-            "pointing_tolerance": c.pointing_tolerance,
-            "deletion_steps": c.deletion_steps if perturbation else None,
-            "perturbation_baseline": c.perturbation_baseline if perturbation else None,
-            "perturbation_score": c.perturbation_score if perturbation else None,
-        }
-
-    def _segmentation_fields(self, source: Source, method: str) -> dict:
-        """The protocol fields of a segmentation record: where the method's settings come from, and its prompts."""
-        if source.model_label.startswith("maps:"):
-            return {"task": "segmentation", "protocol": "argmax over the folder's raw maps", "templates": None}
-        from eclip.evaluation.segment import method_protocol
-
-        protocol = method_protocol(method, self.dataset_name, self.config.templates)
-        return {"task": "segmentation", "protocol": protocol.source, "templates": protocol.templates}
 
 
 def evaluate(config: EvalConfig, partial: Path | None = None, resume: bool = False, progress: bool = True) -> list[dict]:

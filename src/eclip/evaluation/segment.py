@@ -182,6 +182,31 @@ class SegmentationFolderSource(Source):
                 suite.counts.update(images=1)
 
 
+class SegmentationTask:
+    """The task "segmentation" for the evaluation loop (`eclip.evaluation.runner.Task`): label maps in, one
+    confusion matrix per (source, method) out, each method under its paper's protocol."""
+
+    def __init__(self, config: EvalConfig, dataset_name: str, classnames: Sequence[str]) -> None:
+        self.config, self.dataset_name, self.classnames = config, dataset_name, list(classnames)
+        self.preparer = LabelPreparer(dataset_name, self.classnames)
+        self.labels = segmentation_classes(dataset_name, self.classnames)
+
+    def sources(self) -> list[Source]:
+        c = self.config
+        return ([SegmentingSource(m, c, self.dataset_name, self.classnames) for m in c.models]
+                + ([SegmentationFolderSource(c.maps_dir, self.labels)] if c.maps_dir is not None else []))
+
+    def new_suite(self, source: Source) -> Suite:
+        return SegmentationSuite(self.labels)
+
+    def record_fields(self, source: Source, method: str) -> dict:
+        """Where the method's settings come from and its prompts (a folder of maps: the raw argmax, no prompts)."""
+        if isinstance(source, SegmentationFolderSource):
+            return {"task": "segmentation", "protocol": "argmax over the folder's raw maps", "templates": None}
+        protocol = method_protocol(method, self.dataset_name, self.config.templates)
+        return {"task": "segmentation", "protocol": protocol.source, "templates": protocol.templates}
+
+
 @dataclass
 class SegmentedExample:
     """One image of a report: its true labels and one record's predicted labels, (H, W) each."""
