@@ -196,16 +196,13 @@ def dense_contrast_loss(dense: torch.Tensor, mask: torch.Tensor, text: torch.Ten
     if not valid.any():
         return cos.sum() * 0.0
     cos, fg = cos[valid], fg[valid]
-    if form == "margin":
-        inside = (cos * fg).sum(dim=1) / fg.sum(dim=1)
-        outside = (cos * ~fg).sum(dim=1) / (~fg).sum(dim=1)
-        return F.relu(margin - (inside - outside)).mean()
-    if form == "peak":
-        inside = (cos * fg).sum(dim=1) / fg.sum(dim=1)
-        outside = (cos * ~fg).sum(dim=1) / (~fg).sum(dim=1)
-        top_in = cos.masked_fill(~fg, float("-inf")).amax(dim=1)
-        top_out = cos.masked_fill(fg, float("-inf")).amax(dim=1)
-        return (F.relu(margin - (inside - outside)) + F.relu(margin - (top_in - top_out))).mean()
+    if form in ("margin", "peak"):
+        mean_gap = (cos * fg).sum(dim=1) / fg.sum(dim=1) - (cos * ~fg).sum(dim=1) / (~fg).sum(dim=1)
+        loss = F.relu(margin - mean_gap)
+        if form == "peak":
+            peak_gap = cos.masked_fill(~fg, float("-inf")).amax(dim=1) - cos.masked_fill(fg, float("-inf")).amax(dim=1)
+            loss = loss + F.relu(margin - peak_gap)
+        return loss.mean()
     if form == "softmax":
         log_p = F.log_softmax(scale * cos, dim=1)
         return -torch.logsumexp(log_p.masked_fill(~fg, float("-inf")), dim=1).mean()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eclip.data.loader import Tokenizer
 from eclip.data.synthetic import CLASSNAMES, COLOURS, object_phrase, object_phrases
 from eclip.models.adapter import DenseCLIP
 from eclip.train.losses import (
@@ -24,7 +25,8 @@ from eclip.train.losses import (
     phrase_share_loss,
 )
 
-Tokenizer = Callable[[list[str]], torch.Tensor]
+#: Every colour-shape phrase of the synthetic scenes: the phrase term's softmax with `phrase_set="vocabulary"`.
+VOCABULARY_PHRASES = tuple(object_phrase(colour, shape) for colour in COLOURS for shape in CLASSNAMES)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class PhraseTerm:
         if not distinct:
             return embedded.dense.sum() * 0.0
         if self.vocabulary:
-            distinct = list(dict.fromkeys(distinct + [object_phrase(c, s) for c in COLOURS for s in CLASSNAMES]))
+            distinct = list(dict.fromkeys(distinct + list(VOCABULARY_PHRASES)))
         device, index = embedded.dense.device, {p: i for i, p in enumerate(distinct)}
         owner = torch.tensor([i for i, phrases in enumerate(named) for _ in phrases], device=device)
         which = torch.tensor([index[p] for phrases in named for p in phrases], device=device)
