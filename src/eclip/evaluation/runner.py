@@ -86,14 +86,17 @@ class ClassTask:
         c = self.config
         return [ModelSource(m, c, self.classnames) for m in c.models] + ([FolderSource(c.maps_dir)] if c.maps_dir is not None else [])
 
+    def _perturbed(self, source: Source) -> bool:
+        """Deletion / insertion need a model to score the perturbed images: a folder of maps has none."""
+        return self.config.perturbation and isinstance(source, ModelSource)
+
     def new_suite(self, source: Source) -> Suite:
         c = self.config
-        perturbation = c.perturbation and isinstance(source, ModelSource)
-        return MetricSuite(c.threshold_step, c.pointing_tolerance, c.deletion_steps if perturbation else None)
+        return MetricSuite(c.threshold_step, c.pointing_tolerance, c.deletion_steps if self._perturbed(source) else None)
 
     def record_fields(self, source: Source, method: str) -> dict:
         c = self.config
-        perturbation = c.perturbation and isinstance(source, ModelSource)
+        perturbation = self._perturbed(source)
         return {
             "task": c.task,
             "templates": c.template_set if isinstance(source, ModelSource) else None,
