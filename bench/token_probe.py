@@ -41,27 +41,31 @@ def block_dense(model, image: torch.Tensor) -> list[torch.Tensor]:
     return grids
 
 
-def object_tokens(model, seed: int, n: int, size: int, block: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T, D) L2-normalised dense tokens inside objects of `n` scenes of `seed`, their (T,) shape and colour indices,
-    and the (T,) index of the object each belongs to; `block` (ViT): the tokens after that block instead."""
+def object_tokens(model, seed: int, n: int, size: int, blocks: bool = False
+                  ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Readings of the tokens inside objects of `n` scenes of `seed`: [(T, D) L2-normalised dense tokens], or with
+    `blocks` (ViT) one (T, D) per block as `block_dense` reads them, all from one pass over the scenes; and their
+    (T,) shape and colour indices and the (T,) index of the object each belongs to."""
     from PIL import Image
 
-    tokens, shapes, colours, owners = [], [], [], []
+    readings: list[list[torch.Tensor]] = []
+    shapes, colours, owners = [], [], []
     colour_names = list(COLOURS)
     for scene in SceneStream(seed, SceneConfig(image_size=size), count=n):
         image = model.preprocess(Image.fromarray(scene.image))
         with torch.no_grad():
-            dense = model.pooled_and_dense(image)[1][0] if block is None else block_dense(model, image)[block]
-        dense = F.normalize(dense.float(), dim=-1)  # (h, w, D)
+            grids = block_dense(model, image) if blocks else [model.pooled_and_dense(image)[1][0]]
+        grids = [F.normalize(grid.float(), dim=-1) for grid in grids]  # (h, w, D) each
+        readings = readings or [[] for _ in grids]
         for obj in scene.objects:
             covered = torch.from_numpy((scene.instances == obj.instance).astype(np.float32))[None, None]
-            cells = F.adaptive_avg_pool2d(covered, dense.shape[:2])[0, 0] > 0.5
-            tokens.append(dense[cells])
+            cells = F.adaptive_avg_pool2d(covered, grids[0].shape[:2])[0, 0] > 0.5
+            for tokens, grid in zip(readings, grids):
+                tokens.append(grid[cells])
             shapes += [CLASSNAMES.index(obj.shape)] * int(cells.sum())
             colours += [colour_names.index(obj.colour)] * int(cells.sum())
-            owners += [len(tokens) - 1] * int(cells.sum())  # the object's place in `tokens`
-    return torch.cat(tokens), torch.tensor(shapes), torch.tensor(colours), torch.tensor(owners)
+            owners += [len(readings[0]) - 1] * int(cells.sum())  # the object's place in each reading's list
+    return [torch.cat(tokens) for tokens in readings], torch.tensor(shapes), torch.tensor(colours), torch.tensor(owners)
 
 
 def object_means(tokens: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,19 +84,17 @@ def class_mean_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: t
 
 def probe_blocks(model, n: int) -> list[float]:
     """The shape probe's accuracy on the tokens after the embedding (0) and after each block of a ViT."""
-    size, out = model.image_size[0], []
-    for block in range(model.num_layers + 1):
-        fit, fit_shapes, _, _ = object_tokens(model, VALIDATION_SEED, n, size, block)
-        test, shapes, _, _ = object_tokens(model, TEST_SEED, n, size, block)
-        out.append(class_mean_accuracy(fit, fit_shapes, test, shapes))
-    return out
+    size = model.image_size[0]
+    fit, fit_shapes, _, _ = object_tokens(model, VALIDATION_SEED, n, size, blocks=True)
+    test, shapes, _, _ = object_tokens(model, TEST_SEED, n, size, blocks=True)
+    return [class_mean_accuracy(f, fit_shapes, t, shapes) for f, t in zip(fit, test)]
 
 
 def probe(name: str, n: int, blocks: bool = False) -> dict:
     model = load_model(name)
     size = model.image_size[0]
-    fit, fit_shapes, fit_colours, fit_owners = object_tokens(model, VALIDATION_SEED, n, size)
-    test, shapes, colours, owners = object_tokens(model, TEST_SEED, n, size)
+    (fit,), fit_shapes, fit_colours, fit_owners = object_tokens(model, VALIDATION_SEED, n, size)
+    (test,), shapes, colours, owners = object_tokens(model, TEST_SEED, n, size)
     prompts = model.encode_text([f"a photo of a {c}." for c in CLASSNAMES]).float()
     fit_objects, fit_object_shapes = object_means(fit, fit_shapes, fit_owners)
     objects, object_shapes = object_means(test, shapes, owners)

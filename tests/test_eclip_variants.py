@@ -217,7 +217,7 @@ def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_obje
     assert class_mean_accuracy(fit, torch.tensor([0, 0, 3, 3]), fit, torch.tensor([0, 0, 3, 3])) == 1.0
     assert class_mean_accuracy(fit[:2], torch.tensor([0, 0]), fit, torch.tensor([0, 0, 3, 3])) == 0.5
     adapter = make_adapter("vit")
-    tokens, shapes, colours, owners = object_tokens(adapter, 5, 4, adapter.image_size[0])
+    (tokens,), shapes, colours, owners = object_tokens(adapter, 5, 4, adapter.image_size[0])
     assert len(tokens) == len(shapes) == len(colours) == len(owners) > 0 and int(shapes.max()) < 8 and int(colours.max()) < 8
     assert torch.allclose(tokens.norm(dim=1), torch.ones(len(tokens)), atol=1e-5)
     means, labels = object_means(tokens, shapes, owners)
@@ -227,6 +227,9 @@ def test_the_token_probe_reads_shape_and_colour_from_the_tokens_inside_each_obje
     image = random_images(adapter, batch=1)
     grids = block_dense(adapter, image)  # the last block's tokens are the model's dense features, computed the same way
     assert len(grids) == adapter.num_layers + 1 and torch.equal(grids[-1], adapter.pooled_and_dense(image)[1][0])
+    by_block, block_shapes, _, _ = object_tokens(adapter, 5, 4, adapter.image_size[0], blocks=True)
+    assert len(by_block) == adapter.num_layers + 1 and torch.equal(block_shapes, shapes)  # one pass, every block, same objects
+    assert torch.allclose(by_block[-1], tokens, atol=1e-6)
 
 
 def test_the_ablation_table_shows_segmentation_columns_when_measured():
