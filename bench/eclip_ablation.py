@@ -178,21 +178,14 @@ def run_fine_tunes(jobs: list[tuple[Path, list[str]]], parallel: int, log) -> No
 
 
 def segmentation_miou(path: str, methods: list[str], seed: int, n: int, device: str) -> dict[str, dict[str, float]]:
-    """{method: {"shapes": mIoU, "phrases": mIoU}} of one model on the first `n` scenes of `seed` (argmax over each vocabulary)."""
-    import tempfile
-
-    from eclip.data.phrases import SyntheticPhrases
-    from eclip.data.synthetic import SyntheticEval, write_dataset
-    from eclip.evaluation import EvalConfig
-    from eclip.evaluation.runner import Evaluation
+    """{method: {"shapes": mIoU, "phrases": mIoU}} of one model on the first `n` scenes of `seed` (argmax over each vocabulary,
+    as scripts/segmentation_synthetic.py makes them)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from segmentation_synthetic import vocabulary_records
 
     out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_dataset(Path(tmp) / "scenes", n, seed=seed)
-        config = EvalConfig("synthetic", root, models=[path], methods=methods, task="segmentation", device=device)
-        for vocabulary, dataset in {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}.items():
-            for record in Evaluation(config, progress=False, dataset=dataset).run():
-                out.setdefault(record["method"], {})[vocabulary] = record["miou"]
+    for record in vocabulary_records(n, seed, [path], methods, device):
+        out.setdefault(record["method"], {})[record["vocabulary"]] = record["miou"]
     return out
 
 

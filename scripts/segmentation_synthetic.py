@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,19 +29,26 @@ from eclip.methods.base import available_methods
 from eclip.models.loading import bundled_models
 
 
-def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
-    """The records of `eclip evaluate --task segmentation` on `n` scenes of `seed`, once per vocabulary."""
-    records = []
+def vocabulary_records(n: int, seed: int, models: list[str], methods: list[str], device: str = "cpu") -> Iterator[dict]:
+    """The records of `eclip evaluate --task segmentation` on `n` scenes of `seed`, once per vocabulary (its name in
+    each record's "vocabulary"), as each is made."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_dataset(Path(tmp) / "scenes", n, seed=seed)
-        config = EvalConfig("synthetic", root, models=models, methods=methods, task="segmentation")
+        config = EvalConfig("synthetic", root, models=models, methods=methods, task="segmentation", device=device)
         for vocab_name, dataset in {"shapes": SyntheticEval(root), "phrases": SyntheticPhrases(root)}.items():
-            started = time.perf_counter()
             for record in Evaluation(config, progress=False, dataset=dataset).run():
-                records.append({**record, "vocabulary": vocab_name, "seed": seed})
-                shown = "-" if record["miou"] is None else f"{100 * record['miou']:.1f}"
-                print(f"{record['model']} {record['method']} {vocab_name}: mIoU {shown}", flush=True)
-            print(f"{vocab_name}: {time.perf_counter() - started:.0f} s", flush=True)
+                yield {**record, "vocabulary": vocab_name, "seed": seed}
+
+
+def run(n: int, seed: int, models: list[str], methods: list[str]) -> list[dict]:
+    """`vocabulary_records`, each printed as it comes, then each vocabulary's evaluation time (its records' seconds)."""
+    records = []
+    for record in vocabulary_records(n, seed, models, methods):
+        records.append(record)
+        shown = "-" if record["miou"] is None else f"{100 * record['miou']:.1f}"
+        print(f"{record['model']} {record['method']} {record['vocabulary']}: mIoU {shown}", flush=True)
+    for vocab_name in dict.fromkeys(r["vocabulary"] for r in records):
+        print(f"{vocab_name}: {sum(r['seconds'] for r in records if r['vocabulary'] == vocab_name):.0f} s", flush=True)
     return records
 
 
