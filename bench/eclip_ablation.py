@@ -117,7 +117,7 @@ def parse_setting(spec: str, base: FinetuneRecipe, files: dict[str, str | None] 
 def describe(spec: str, recipe: FinetuneRecipe) -> dict:
     """The table's record of a setting: its name and the recipe fields the grid varies."""
     head = recipe.pooling
-    masked = head.head == "masked_max" or recipe.loss.dense != "none" or recipe.loss.phrases > 0
+    masked = head.head == "masked_max" or bool(recipe.loss.dense_terms)
     share = f"top{head.mask_topk}" if head.mask_rule == "topk" else f"mass {head.mask_mass}"
     return {"setting": spec, "pooling": head.head, "mask_source": head.mask_source if masked else "-", "mask": share if masked else "-",
             "max_over": head.max_over, "mask_from": head.mask_from if masked else "-", "train": recipe.train,

@@ -79,6 +79,11 @@ class LossTerms:
             if not getattr(self, name) >= 0:
                 raise RecipeError(f"`loss.{name}` {getattr(self, name)} must be >= 0")
 
+    @property
+    def dense_terms(self) -> list[str]:
+        """The fields of the terms that are on and read the dense features and the free-attention mask (dense, phrases)."""
+        return [name for name, on in (("dense", self.dense != "none"), ("phrases", self.phrases > 0)) if on]
+
 
 @dataclass
 class ImageEmbedding:

@@ -124,11 +124,9 @@ class FinetuneRecipe:
         if self.loss.background_negatives != "none" and self.pooling.head != "masked_max":
             raise RecipeError(f"`loss.background_negatives` {self.loss.background_negatives} needs the masked_max head "
                               f"(a mask to take the background from), not {self.pooling.head}")
-        if self.loss.dense != "none" and self.pooling.mask_source == "none":
-            raise RecipeError(f"`loss.dense` {self.loss.dense} needs a free-attention mask; "
-                              "`pooling.mask_source` none keeps every location")
-        if self.loss.phrases and self.pooling.mask_source == "none":
-            raise RecipeError(f"`loss.phrases` {self.loss.phrases} needs a free-attention mask to find the peaks in; "
+        if self.loss.dense_terms and self.pooling.mask_source == "none":
+            name = self.loss.dense_terms[0]
+            raise RecipeError(f"`loss.{name}` {getattr(self.loss, name)} needs a free-attention mask; "
                               "`pooling.mask_source` none keeps every location")
 
     def replace(self, **changes: Any) -> FinetuneRecipe:
@@ -268,7 +266,7 @@ def build_run(recipe: FinetuneRecipe, *, device: str | torch.device = "cpu",
     arch = base.get("arch", adapter.arch)
     trainable = trainable_filter(recipe.train, net, arch)
     loss, head = recipe.loss, recipe.pooling
-    dense = loss.dense != "none" or loss.phrases > 0  # terms that read the dense features and their masks
+    dense = bool(loss.dense_terms)
     masked = head.head == "masked_max" or dense
     teacher = frozen_copy(adapter) if loss.distill or (masked and head.mask_from == "frozen") else None
     embedder = native_image_embedder if head.is_native and loss.background_negatives == "none" and not dense \
